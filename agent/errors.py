@@ -1,0 +1,72 @@
+"""The one exception tree of floorlink.
+
+    FloorlinkError
+    ├── ConfigError            the configuration cannot be used; carries every issue found
+    ├── BufferError            the local SQLite buffer cannot be opened or written
+    ├── DriverError            talking to a PLC failed
+    │   ├── DeviceUnreachable  connect or transport failure: retried with backoff
+    │   └── TagReadError       one tag could not be read or decoded; other tags go on
+    └── UplinkError            delivering upstream failed
+        ├── UplinkUnavailable  transient: retried for as long as it takes
+        └── UplinkRejected     permanent: the event goes to the dead-letter list
+
+Third-party exceptions are translated at the edge with ``raise Ours(...) from exc``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class FloorlinkError(Exception):
+    """Base of every error floorlink raises on purpose."""
+
+
+@dataclass(frozen=True)
+class ConfigIssue:
+    """One problem in a configuration file, located and explained."""
+
+    file: str
+    line: int | None
+    path: str
+    value: str | None
+    message: str
+
+    def render(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        shown = f" = {self.value}" if self.value is not None else ""
+        return f"{where}: {self.path or '(top level)'}{shown}\n    {self.message}"
+
+
+class ConfigError(FloorlinkError):
+    def __init__(self, issues: list[ConfigIssue]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(issue.render() for issue in issues))
+
+
+class BufferError(FloorlinkError):  # noqa: A001 - the name is ours, builtins.BufferError is unrelated
+    pass
+
+
+class DriverError(FloorlinkError):
+    pass
+
+
+class DeviceUnreachable(DriverError):
+    pass
+
+
+class TagReadError(DriverError):
+    pass
+
+
+class UplinkError(FloorlinkError):
+    pass
+
+
+class UplinkUnavailable(UplinkError):
+    pass
+
+
+class UplinkRejected(UplinkError):
+    pass

@@ -1,0 +1,46 @@
+"""Durations as plant engineers write them: "500ms", "30s", "5m", "2h", or plain seconds."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, WithJsonSchema
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+
+
+def parse_duration(value: Any) -> Any:
+    """Return seconds as float; leave anything unparseable for pydantic to reject."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as '500ms', '30s', '5m' or a number of seconds")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _PATTERN.match(value)
+        if match is None:
+            raise ValueError(
+                "expected a duration such as '500ms', '30s', '5m', '2h' or a number of seconds"
+            )
+        return float(match.group(1)) * _UNITS[match.group(2)]
+    return value
+
+
+DURATION_SCHEMA = {
+    "anyOf": [
+        {"type": "number", "minimum": 0},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$"},
+    ],
+    "description": "A duration: '500ms', '30s', '5m', '2h', or a number of seconds.",
+}
+
+Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:g}ms"
+    if seconds < 60 or seconds % 60:
+        return f"{seconds:g}s"
+    return f"{seconds / 60:g}m"

@@ -1,0 +1,314 @@
+"""Load a configuration file into a `Config`, or explain every problem at once.
+
+Each problem names the file and line, the field path, the bad value (secrets
+masked) and what is expected. Structural problems come from pydantic;
+cross-references (unknown tags, duplicate ids) are checked once the structure
+is sound, because they need it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
+
+from ..errors import ConfigError, ConfigIssue
+from .models import Config
+from .secrets import MASK, resolve_secrets
+from .yamlsource import Path as DataPath
+from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
+
+DEFAULT_CONFIG_PATH = Path("/etc/floorlink/config.yaml")
+SECRET_FIELDS = frozenset({"password", "token", "secret", "api_key"})
+_PATTERN_MEANING = {
+    r"^[A-Za-z0-9][A-Za-z0-9_-]*$": "an identifier: letters, digits, '-' and '_', "
+    "starting with a letter or digit",
+    r"^[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_-]*$": "a tag reference "
+    "'<device id>.<tag name>', e.g. 'press1-plc.state'",
+    r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$": "an OPC UA node id such as "
+    "'nsu=urn:plant:line1;s=Press1.State' or 'ns=2;i=1001'",
+    r"^opc\.tcp://[^/\s]+(/.*)?$": "an endpoint such as 'opc.tcp://10.0.0.5:4840'",
+}
+
+
+def default_config_path() -> Path:
+    return Path(os.environ.get("FLOORLINK_CONFIG", str(DEFAULT_CONFIG_PATH)))
+
+
+def load_config(path: Path) -> Config:
+    shown = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigIssue(shown, None, "", None, f"cannot read the file: {exc.strerror or exc}; "
+                         "pass another one with -c/--config or set FLOORLINK_CONFIG")]
+        ) from exc
+    return load_config_text(text, shown, path.resolve().parent)
+
+
+def load_config_text(text: str, shown: str, base_dir: Path) -> Config:
+    try:
+        doc = parse_yaml(text)
+    except YamlSyntaxError as exc:
+        raise ConfigError(
+            [ConfigIssue(shown, exc.line, "", None, f"not valid YAML: {exc.message}")]
+        ) from exc
+    issues: list[ConfigIssue] = []
+    for dup_path, line in doc.duplicates:
+        first = doc.lines.get(dup_path)
+        issues.append(ConfigIssue(
+            shown, line, _dotted(dup_path), None,
+            f"duplicate key '{dup_path[-1]}' (first given on line {first}); keep only one",
+        ))
+    if not isinstance(doc.data, dict):
+        issues.append(ConfigIssue(
+            shown, doc.line_of(()), "", None,
+            "the file must be a mapping with at least 'site' and 'devices'",
+        ))
+        raise ConfigError(issues)
+
+    secrets = resolve_secrets(doc.data, base_dir)
+    for secret_path, reference, why in secrets.problems:
+        issues.append(ConfigIssue(shown, doc.line_of(secret_path), _dotted(secret_path),
+                                  f"'{reference}'", why))
+    masker = _Masker(secrets.secret_paths)
+
+    try:
+        config = Config(**secrets.data)
+    except ValidationError as exc:
+        issues.extend(_explain(error, doc, shown, masker) for error in exc.errors())
+        raise ConfigError(issues) from None
+    issues.extend(_check_references(config, doc, shown, secrets.secret_paths))
+    if issues:
+        raise ConfigError(issues)
+    if not config.buffer.path.is_absolute():
+        buffer = config.buffer.model_copy(update={"path": base_dir / config.buffer.path})
+        config = config.model_copy(update={"buffer": buffer})
+    return config
+
+
+class _Masker:
+    def __init__(self, secret_paths: set[DataPath]) -> None:
+        self._paths = secret_paths
+
+    def show(self, path: DataPath, value: Any) -> str:
+        if path in self._paths or (path and str(path[-1]) in SECRET_FIELDS):
+            return MASK
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _explain(error: ErrorDetails, doc: YamlDocument, shown: str, masker: _Masker) -> ConfigIssue:
+    path = _data_path(error["loc"], doc.data)
+    kind = error["type"]
+    value: str | None = masker.show(path, error.get("input"))
+    line = doc.line_of(path)
+    if line is None or path not in doc.lines:
+        env_name = "FLOORLINK_" + "__".join(str(p).upper() for p in path)
+        if env_name in os.environ:
+            return ConfigIssue(f"environment {env_name}", None, _dotted(path), value,
+                               _message(error, path, doc.data))
+    if kind == "missing":
+        value = None
+    return ConfigIssue(shown, line, _dotted(path), value, _message(error, path, doc.data))
+
+
+def _message(error: ErrorDetails, path: DataPath, data: Any) -> str:
+    kind, ctx = error["type"], error.get("ctx", {})
+    if kind == "extra_forbidden":
+        allowed = _allowed_keys(path[:-1], data)
+        hint = ""
+        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
+        if close:
+            hint = f" Did you mean '{close[0]}'?"
+        listed = ", ".join(allowed) if allowed else "none"
+        return f"unknown key '{path[-1]}'.{hint} Expected one of: {listed}"
+    if kind == "missing":
+        return f"required key '{path[-1]}' is missing"
+    if kind in ("union_tag_invalid", "union_tag_not_found"):
+        discriminator = str(ctx.get("discriminator", "")).strip("'")
+        expected = ctx.get("expected_tags", "")
+        if kind == "union_tag_not_found":
+            return f"'{discriminator}' is missing; expected one of {expected}"
+        return f"unsupported {discriminator} '{ctx.get('tag')}'; expected one of {expected}"
+    if kind == "string_pattern_mismatch":
+        meaning = _PATTERN_MEANING.get(str(ctx.get("pattern", "")))
+        if meaning:
+            return f"expected {meaning}"
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        message = message.removeprefix(prefix)
+    return message[0].lower() + message[1:] if message else message
+
+
+def _data_path(loc: tuple[int | str, ...], data: Any) -> DataPath:
+    """Map pydantic's error location onto the YAML's own path.
+
+    Pydantic inserts the discriminator value of a tagged union ("modbus_tcp") and
+    validator names into `loc`; they are not keys of the document, so drop them.
+    """
+    path: list[str | int] = []
+    node = data
+    for part in loc:
+        if isinstance(node, dict):
+            key: Any = part
+            if part not in node and isinstance(part, str) and part.lstrip("-").isdigit():
+                key = int(part)  # dict[int, ...] keys are reported as strings
+            if key in node:
+                path.append(key)
+                node = node[key]
+                continue
+            if part in _union_tags():
+                continue
+            path.append(part)
+            node = None
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            path.append(part)
+            node = node[part]
+        elif part in _union_tags() or part in ("[key]",):
+            continue
+        else:
+            path.append(part)
+            node = None
+    return tuple(path)
+
+
+def _union_tags() -> frozenset[str]:
+    return frozenset({"opcua", "modbus_tcp", "mqtt"})
+
+
+def _allowed_keys(path: DataPath, data: Any) -> list[str]:
+    """Field names of the model found at `path`, for 'did you mean' hints."""
+    candidates: list[type[BaseModel]] = [Config]
+    node = data
+    for part in path:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else None
+            continue
+        model = _pick_model(candidates, node)
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        node = node.get(part) if isinstance(node, dict) else None
+        candidates = _models_in(field.annotation)
+    model = _pick_model(candidates, node)
+    return sorted(
+        (info.alias or name) for name, info in getattr(model, "model_fields", {}).items()
+    )
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every BaseModel inside list[...], X | None, Annotated[...] and unions."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in getattr(annotation, "__args__", ()):
+        found.extend(_models_in(arg))
+    origin = getattr(annotation, "__origin__", None)
+    if not found and origin is not None and origin is not annotation:
+        found.extend(_models_in(origin))
+    return found
+
+
+def _pick_model(models: list[type[BaseModel]], node: Any) -> Any:
+    """The variant of a tagged union that the data's `protocol`/`type` selects."""
+    if len(models) <= 1 or not isinstance(node, dict):
+        return models[0] if models else None
+    for model in models:
+        for key in ("protocol", "type"):
+            field = model.model_fields.get(key)
+            if field is not None and node.get(key) in getattr(field.annotation, "__args__", ()):
+                return model
+    return models[0]
+
+
+def _check_references(
+    config: Config, doc: YamlDocument, shown: str, secret_paths: set[DataPath]
+) -> Iterable[ConfigIssue]:
+    def issue(path: DataPath, value: str | None, message: str) -> ConfigIssue:
+        return ConfigIssue(shown, doc.line_of(path), _dotted(path), value, message)
+
+    tags: dict[str, set[str]] = {}
+    first_device: dict[str, int] = {}
+    for d_index, device in enumerate(config.devices):
+        if device.id in first_device:
+            yield issue(("devices", d_index, "id"), repr(device.id),
+                        f"duplicate device id; devices[{first_device[device.id]}] already "
+                        "uses it. Give each device its own id")
+            continue
+        first_device[device.id] = d_index
+        names: dict[str, int] = {}
+        for t_index, tag in enumerate(device.tags):
+            if tag.name in names:
+                yield issue(("devices", d_index, "tags", t_index, "name"), repr(tag.name),
+                            f"duplicate tag name in device '{device.id}'; tags[{names[tag.name]}] "
+                            "already uses it")
+            names.setdefault(tag.name, t_index)
+        tags[device.id] = set(names)
+        if getattr(device, "password", None) is not None:
+            pw_path: DataPath = ("devices", d_index, "password")
+            if pw_path not in secret_paths:
+                yield _clear_secret(issue, pw_path)
+
+    seen_assets: dict[str, int] = {}
+    for a_index, asset in enumerate(config.assets):
+        if asset.id in seen_assets:
+            yield issue(("assets", a_index, "id"), repr(asset.id),
+                        f"duplicate asset id; assets[{seen_assets[asset.id]}] already uses it")
+        seen_assets.setdefault(asset.id, a_index)
+        for rel_path, ref in asset.tag_references():
+            device_id, tag_name = ref.split(".", 1)
+            ref_path: DataPath = ("assets", a_index, *rel_path)
+            if device_id not in tags:
+                known = ", ".join(sorted(tags)) or "none"
+                yield issue(ref_path, repr(ref),
+                            f"no device '{device_id}' is defined; devices are: {known}")
+            elif tag_name not in tags[device_id]:
+                known = ", ".join(sorted(tags[device_id]))
+                yield issue(ref_path, repr(ref),
+                            f"device '{device_id}' has no tag '{tag_name}'; its tags are: {known}")
+
+    seen_uplinks: dict[str, int] = {}
+    client_ids: dict[str, int] = {}
+    for u_index, uplink in enumerate(config.uplinks):
+        if uplink.id in seen_uplinks:
+            yield issue(("uplinks", u_index, "id"), repr(uplink.id),
+                        f"duplicate uplink id; uplinks[{seen_uplinks[uplink.id]}] already uses it")
+        seen_uplinks.setdefault(uplink.id, u_index)
+        if uplink.client_id is not None:
+            if uplink.client_id in client_ids:
+                yield issue(("uplinks", u_index, "client_id"), repr(uplink.client_id),
+                            "two uplinks with one MQTT client id disconnect each other; "
+                            "make them differ")
+            client_ids.setdefault(uplink.client_id, u_index)
+        if uplink.password is not None and ("uplinks", u_index, "password") not in secret_paths:
+            yield _clear_secret(issue, ("uplinks", u_index, "password"))
+
+
+def _clear_secret(issue: Any, path: DataPath) -> ConfigIssue:
+    result: ConfigIssue = issue(
+        path, MASK,
+        "a secret must not sit in the file in clear; write ${env:NAME}, ${file:/path} or "
+        "${cred:NAME} (a systemd credential) instead",
+    )
+    return result
+
+
+def _dotted(path: DataPath) -> str:
+    """`devices[1].tags[0].name`; integer keys of a mapping (state codes) stay `map.3`."""
+    out = ""
+    for part in path:
+        if isinstance(part, int) and out.rsplit(".", 1)[-1] not in _INT_KEYED:
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else str(part)
+    return out
+
+
+_INT_KEYED = frozenset({"map", "texts"})

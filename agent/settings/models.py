@@ -1,0 +1,377 @@
+"""The configuration, parsed once into frozen, typed models.
+
+Two things are kept apart, as plant engineers think of them: `devices` say how
+to talk to a PLC and which tags it has; `assets` say what those tags mean to
+the business. Assets refer to tags as "<device id>.<tag name>".
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .durations import Duration
+
+Identifier = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64),
+    Field(description="Letters, digits, '-' and '_'; starts with a letter or digit."),
+]
+TagRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_-]*$"),
+    Field(description="A tag of a device, written '<device id>.<tag name>'."),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- devices
+
+
+class OpcUaTag(Strict):
+    name: Identifier
+    node: Annotated[
+        str,
+        StringConstraints(pattern=r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$"),
+        Field(
+            description=(
+                "Node id. Prefer the namespace URI form 'nsu=urn:...;s=Line1.Press1.State', "
+                "which survives a server reordering its namespaces."
+            )
+        ),
+    ]
+
+
+class OpcUaDevice(Strict):
+    id: Identifier
+    protocol: Literal["opcua"]
+    endpoint: Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")]
+    timeout: Duration = Field(default=5.0, gt=0, description="Connect and request timeout.")
+    publishing_interval: Duration = Field(default=0.25, gt=0)
+    username: str | None = None
+    password: SecretStr | None = None
+    tags: list[OpcUaTag] = Field(min_length=1)
+
+
+ModbusTable = Literal["coil", "discrete_input", "input_register", "holding_register"]
+ModbusType = Literal[
+    "bool", "int16", "uint16", "int32", "uint32", "float32", "int64", "uint64", "float64", "string"
+]
+REGISTER_WIDTH: dict[str, int] = {
+    "bool": 1, "int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2,
+    "int64": 4, "uint64": 4, "float64": 4,
+}
+# Conventional one-based Modbus numbering: 40001 is holding register 0.
+_CONVENTIONAL = (
+    (1, 9999, "coil", 1), (10001, 19999, "discrete_input", 10001),
+    (30001, 39999, "input_register", 30001), (40001, 49999, "holding_register", 40001),
+    (100001, 165536, "discrete_input", 100001), (300001, 365536, "input_register", 300001),
+    (400001, 465536, "holding_register", 400001),
+)
+
+
+def split_conventional_register(number: int) -> tuple[ModbusTable, int]:
+    for low, high, table, base in _CONVENTIONAL:
+        if low <= number <= high:
+            return table, number - base  # type: ignore[return-value]
+    raise ValueError(
+        f"{number} is not a conventional Modbus register number; use 1-9999 (coils), "
+        "10001-19999 (discrete inputs), 30001-39999 (input registers), 40001-49999 "
+        "(holding registers), their six-digit forms, or 'table' with a zero-based 'address'"
+    )
+
+
+class ModbusTag(Strict):
+    name: Identifier
+    table: ModbusTable | None = Field(
+        default=None, description="With 'address' (zero-based). Not together with 'register'."
+    )
+    address: Annotated[int, Field(ge=0, le=65535)] | None = None
+    register_number: int | None = Field(
+        default=None,
+        alias="register",
+        description="Conventional one-based number, e.g. 40001 = holding register address 0.",
+    )
+    type: ModbusType = "uint16"
+    order: Literal["ABCD", "CDAB", "BADC", "DCBA"] = Field(
+        default="ABCD",
+        description="Byte order of multi-register values: ABCD is big-endian words and bytes.",
+    )
+    length: Annotated[int, Field(ge=1, le=125)] | None = Field(
+        default=None, description="Registers of a 'string' tag (two characters each)."
+    )
+    bit: Annotated[int, Field(ge=0, le=15)] | None = Field(
+        default=None, description="For type 'bool' on a register table: the bit, 0 = LSB."
+    )
+    scale: float = 1.0
+    offset: float = 0.0
+
+    @model_validator(mode="after")
+    def _one_addressing_form(self) -> ModbusTag:
+        if self.register_number is not None and (self.table is not None or self.address is not None):
+            raise ValueError(
+                "give either 'register' (conventional, e.g. 40001) or 'table' plus zero-based "
+                "'address', not both: they never mean the same number"
+            )
+        if self.register_number is None and (self.table is None or self.address is None):
+            raise ValueError("give 'register' (e.g. 40001) or both 'table' and 'address'")
+        if self.register_number is not None:
+            split_conventional_register(self.register_number)
+        if self.type == "string" and self.length is None:
+            raise ValueError("a 'string' tag needs 'length' (registers, two characters each)")
+        table = self.location[0]
+        if table in ("coil", "discrete_input") and self.type != "bool":
+            raise ValueError(f"a {table} holds one bit: set type 'bool'")
+        return self
+
+    @property
+    def location(self) -> tuple[ModbusTable, int]:
+        if self.register_number is not None:
+            return split_conventional_register(self.register_number)
+        assert self.table is not None and self.address is not None
+        return self.table, self.address
+
+    @property
+    def width(self) -> int:
+        if self.type == "string":
+            assert self.length is not None
+            return self.length
+        return REGISTER_WIDTH[self.type]
+
+
+class ModbusTcpDevice(Strict):
+    id: Identifier
+    protocol: Literal["modbus_tcp"]
+    host: str
+    port: Port = 502
+    unit: Annotated[int, Field(ge=0, le=255)] = 1
+    poll_interval: Duration = Field(default=1.0, gt=0)
+    timeout: Duration = Field(default=2.0, gt=0)
+    max_gap: Annotated[int, Field(ge=0, le=124)] = Field(
+        default=16, description="Unused registers a merged read may span to save a request."
+    )
+    tags: list[ModbusTag] = Field(min_length=1)
+
+
+Device = Annotated[OpcUaDevice | ModbusTcpDevice, Field(discriminator="protocol")]
+
+# ---------------------------------------------------------------- assets
+
+MachineState = Literal["running", "idle", "down", "setup", "planned_stop"]
+DOWN_STATES: frozenset[str] = frozenset({"down"})
+
+
+class StateSignal(Strict):
+    tag: TagRef
+    map: dict[int, MachineState] = Field(
+        min_length=1, description="PLC state code -> running | idle | down | setup | planned_stop."
+    )
+
+
+class CounterSignals(Strict):
+    good: TagRef
+    scrap: TagRef | None = None
+
+
+class ReasonSignal(Strict):
+    tag: TagRef | None = None
+    texts: dict[int, str] = Field(default_factory=dict, description="Reason code -> text.")
+    default: str = Field(default="unclassified", description="Reason when no code is known.")
+
+
+class QualityHoldSignals(Strict):
+    flag: TagRef = Field(description="Non-zero / true while the hold is active.")
+    lot: TagRef | None = None
+    reason: TagRef | None = None
+    quantity: TagRef | None = None
+
+
+class DowntimePolicy(Strict):
+    micro_stop: Duration = Field(
+        default=60.0,
+        ge=0,
+        description="A down state shorter than this is a micro-stop, not a downtime.",
+    )
+
+
+class ProductionPolicy(Strict):
+    interval: Duration = Field(default=300.0, gt=0, description="Confirmation interval.")
+    unit: str = "Units"
+    parts_per_cycle: Annotated[int, Field(ge=1)] = 1
+
+
+class ErpIdentifiers(Strict):
+    odoo_workcenter: str | None = None
+    equipment: str | None = None
+
+
+class Asset(Strict):
+    id: Identifier
+    area: Identifier | None = None
+    line: Identifier | None = None
+    state: StateSignal
+    counters: CounterSignals | None = None
+    reason: ReasonSignal = Field(default_factory=ReasonSignal)
+    quality_hold: QualityHoldSignals | None = None
+    work_order: TagRef | None = None
+    downtime: DowntimePolicy = Field(default_factory=DowntimePolicy)
+    production: ProductionPolicy = Field(default_factory=ProductionPolicy)
+    erp: ErpIdentifiers = Field(default_factory=ErpIdentifiers)
+
+    def tag_references(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Every tag this asset reads, with the field path that names it."""
+        refs: list[tuple[tuple[str | int, ...], str]] = [(("state", "tag"), self.state.tag)]
+        if self.counters:
+            refs.append((("counters", "good"), self.counters.good))
+            if self.counters.scrap:
+                refs.append((("counters", "scrap"), self.counters.scrap))
+        if self.reason.tag:
+            refs.append((("reason", "tag"), self.reason.tag))
+        if self.quality_hold:
+            for key in ("flag", "lot", "reason", "quantity"):
+                ref = getattr(self.quality_hold, key)
+                if ref:
+                    refs.append((("quality_hold", key), ref))
+        if self.work_order:
+            refs.append((("work_order",), self.work_order))
+        return refs
+
+
+# ---------------------------------------------------------------- buffer, uplinks, status
+
+
+class BufferSettings(Strict):
+    path: Path = Field(
+        default=Path("/var/lib/floorlink/buffer.db"),
+        description="SQLite file; relative paths are relative to the config file.",
+    )
+    synchronous: Literal["full", "normal"] = Field(
+        default="full",
+        description=(
+            "full: every commit reaches the disk before it counts (safe on power loss). "
+            "normal: faster, may lose the last commits on power loss, never corrupts."
+        ),
+    )
+    commit_interval: Duration = Field(
+        default=0.05, ge=0, description="How long the writer gathers samples into one commit."
+    )
+
+
+TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
+
+
+class MqttUplink(Strict):
+    id: Identifier
+    type: Literal["mqtt"]
+    host: str = "127.0.0.1"
+    port: Port = 1883
+    protocol: Literal["3.1.1", "5"] = "3.1.1"
+    client_id: str | None = Field(default=None, description="Default: floorlink-<agent.id>.")
+    username: str | None = None
+    password: SecretStr | None = None
+    topic: str = Field(
+        default="floorlink/{site}/{asset}/{type}",
+        description="Placeholders: " + ", ".join("{" + p + "}" for p in TOPIC_PLACEHOLDERS),
+    )
+    status_topic: str = "floorlink/{site}/{agent}/status"
+    qos: Literal[1, 2] = 1
+    keepalive: Duration = Field(default=30.0, ge=5)
+    max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=20, description="Unacknowledged messages on the wire; 20-100 is the sweet spot."
+    )
+
+    @field_validator("topic", "status_topic")
+    @classmethod
+    def _known_placeholders(cls, value: str) -> str:
+        unknown = sorted(set(re.findall(r"\{([^}]*)\}", value)) - set(TOPIC_PLACEHOLDERS))
+        if unknown:
+            raise ValueError(
+                f"unknown placeholder {{{unknown[0]}}}; use "
+                + ", ".join("{" + p + "}" for p in TOPIC_PLACEHOLDERS)
+            )
+        if "#" in value or "+" in value:
+            raise ValueError("a publish topic cannot contain the wildcards '#' or '+'")
+        return value
+
+
+Uplink = Annotated[MqttUplink, Field(discriminator="type")]
+
+
+class StatusSettings(Strict):
+    enabled: bool = True
+    bind: str = Field(default="127.0.0.1", description="Loopback unless you mean otherwise.")
+    port: Port = 8080
+
+
+def _default_agent_id() -> str:
+    cleaned = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()).strip("-")
+    return cleaned[:64] or "floorlink"
+
+
+class AgentSettings(Strict):
+    id: Identifier = Field(
+        default_factory=_default_agent_id,
+        description="Defaults to the host name. Appears in event sources and the MQTT client id.",
+    )
+
+
+class Config(BaseSettings):
+    """floorlink configuration. Values may be overridden by FLOORLINK_<SECTION>__<KEY>."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FLOORLINK_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+        title="floorlink configuration",
+    )
+
+    site: Identifier
+    agent: AgentSettings = Field(default_factory=AgentSettings)
+    devices: list[Device] = Field(min_length=1)
+    assets: list[Asset] = Field(default_factory=list)
+    buffer: BufferSettings = Field(default_factory=BufferSettings)
+    uplinks: list[Uplink] = Field(default_factory=list)
+    status: StatusSettings = Field(default_factory=StatusSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the YAML (passed as init values); no .env magic.
+        return env_settings, init_settings
+
+    def device(self, device_id: str) -> OpcUaDevice | ModbusTcpDevice:
+        for device in self.devices:
+            if device.id == device_id:
+                return device
+        raise KeyError(device_id)
+
+
+def config_json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://floorlink.dev/schemas/config.schema.json"
+    return schema

@@ -201,6 +201,9 @@ class QualityHoldSignals(Strict):
     lot: TagRef | None = None
     reason: TagRef | None = None
     quantity: TagRef | None = None
+    reason_texts: dict[int, str] = Field(
+        default_factory=dict, description="Hold reason code -> text, when the PLC gives codes."
+    )
 
 
 class DowntimePolicy(Strict):

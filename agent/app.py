@@ -1,0 +1,140 @@
+"""The running agent: one TaskGroup around devices, the writer, forwarders and status.
+
+Start-up order matters for systemd: the config is already valid, then the
+buffer opens, the status port binds, and only then is READY announced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+
+from collections.abc import Callable
+
+from buffer import Outbox
+from drivers.base import Sample
+from drivers.runner import DeviceHealth, make_driver, run_device
+
+from .derive import AssetState, DeriveContext, compile_assets
+from .errors import BufferError
+from .events import Event
+from .pipeline import Pipeline
+from .settings.models import Config, MqttUplink
+from .status import StatusBoard, StatusServer
+from .uplinks.base import Uplink
+from .uplinks.forwarder import Forwarder
+from .uplinks.mqtt import MqttPublisher
+
+log = logging.getLogger("floorlink")
+
+SAMPLE_QUEUE_SIZE = 1000
+MAINTENANCE_INTERVAL = 1.0
+
+
+class Agent:
+    def __init__(self, config: Config, on_event: Callable[[Event], None] | None = None) -> None:
+        self.config = config
+        self.on_event = on_event
+        self.board = StatusBoard(site=config.site, agent=config.agent.id)
+        self.ready = asyncio.Event()
+        self.outbox: Outbox | None = None
+        self.uplinks: list[Uplink] = []
+        self.forwarders: list[Forwarder] = []
+
+    async def run(self) -> None:
+        config = self.config
+        self.outbox = outbox = await Outbox.open(
+            config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous)
+        status: StatusServer | None = None
+        try:
+            specs = compile_assets(config)
+            saved = await outbox.load_states()
+            states = {asset: AssetState.from_json(text) for asset, text in saved.items()}
+            queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
+            ctx = DeriveContext(site=config.site, agent=config.agent.id, epoch=outbox.epoch)
+            pipeline = Pipeline(specs, states, outbox, ctx, queue,
+                                commit_interval=config.buffer.commit_interval,
+                                on_event=self.on_event)
+            self.board.assets = pipeline.states
+            self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
+            self.forwarders = [Forwarder(u, outbox, _window(s))
+                               for u, s in zip(self.uplinks, config.uplinks, strict=True)]
+            self.board.uplinks = [u.health for u in self.uplinks]
+            if config.status.enabled:
+                status = StatusServer(self.board, config.status.bind, config.status.port)
+                await status.start()
+            async with asyncio.TaskGroup() as group:
+                for device in config.devices:
+                    health = DeviceHealth(device.id, device.protocol)
+                    self.board.devices.append(health)
+                    group.create_task(run_device(make_driver(device), queue.put, health),
+                                      name=f"device {device.id}")
+                group.create_task(pipeline.run(), name="pipeline")
+                for uplink, forwarder in zip(self.uplinks, self.forwarders, strict=True):
+                    await uplink.start()
+                    group.create_task(forwarder.run(), name=f"forwarder {uplink.id}")
+                group.create_task(self._maintain(pipeline), name="maintenance")
+                self.board.alive = True
+                self.ready.set()
+                notify_systemd("READY=1")
+                log.info("floorlink %s running: %d devices, %d assets, %d uplinks, status %s",
+                         config.agent.id, len(config.devices), len(config.assets),
+                         len(config.uplinks),
+                         f"http://{config.status.bind}:{config.status.port}"
+                         if config.status.enabled else "off")
+        finally:
+            self.board.alive = False
+            notify_systemd("STOPPING=1")
+            await self._shutdown(status)
+
+    async def _maintain(self, pipeline: Pipeline) -> None:
+        assert self.outbox is not None
+        while True:
+            self.board.assets = pipeline.states
+            try:
+                await self.outbox.prune()
+                self.board.buffer = await self.outbox.stats()
+                self.board.buffer_error = pipeline.last_error
+            except BufferError as exc:
+                self.board.buffer_error = str(exc)
+            await asyncio.sleep(MAINTENANCE_INTERVAL)
+
+    async def _shutdown(self, status: StatusServer | None) -> None:
+        # Shield the tidy-up from the cancellation that brought us here.
+        for forwarder in self.forwarders:
+            with contextlib.suppress(BufferError):
+                await forwarder.flush()
+        for uplink in self.uplinks:
+            await uplink.close()
+        if status is not None:
+            await status.close()
+        if self.outbox is not None:
+            await self.outbox.close()
+
+
+def _make_uplink(settings: MqttUplink, config: Config) -> Uplink:
+    return MqttPublisher(settings, config)
+
+
+def _window(settings: MqttUplink) -> int:
+    return settings.max_inflight
+
+
+def notify_systemd(message: str) -> None:
+    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET, if systemd gave one."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):
+        address = "\0" + address[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect(address)
+            sock.sendall(message.encode())
+        except OSError as exc:
+            log.warning("cannot notify systemd: %s", exc)
+
+

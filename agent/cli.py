@@ -1,0 +1,180 @@
+"""The `floorlink` command.
+
+    floorlink run -c FILE            the service entry point
+    floorlink demo                   simulated line + agent on loopback, events on the console
+    floorlink check-config -c FILE   'ok', or every error at once (exit 78)
+    floorlink schema                 the configuration's JSON Schema
+    floorlink simulate               only the simulated line (for tests and benchmarks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import BufferError, ConfigError
+
+EX_OK = 0
+EX_SOFTWARE = 70
+EX_CANTCREAT = 73
+EX_CONFIG = 78
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    return int(args.handler(args))
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .settings import default_config_path
+
+    parser = argparse.ArgumentParser(
+        prog="floorlink",
+        description="Edge gateway: PLC signals to ERP-ready events, buffered, delivered.")
+    parser.add_argument("--version", action="version", version=f"floorlink {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(name: str, handler: Any, help_text: str, config: bool = True) -> Any:
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        if config:
+            sub.add_argument("-c", "--config", type=Path, default=default_config_path(),
+                             help="configuration file (default: $FLOORLINK_CONFIG or "
+                                  "/etc/floorlink/config.yaml)")
+        sub.add_argument("--log-level", default="info",
+                         choices=["debug", "info", "warning", "error"])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    add("run", _run, "Run the agent (the systemd service entry point).")
+    demo = add("demo", _demo, "Run a simulated press line and the agent on loopback.")
+    demo.set_defaults(config=None)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--state-dir", type=Path, default=None,
+                      help="where the demo keeps its buffer (default: a fresh temporary folder)")
+    add("check-config", _check_config, "Validate a configuration file; print 'ok' or every error.")
+    add("schema", _schema, "Print the configuration's JSON Schema.", config=False)
+    sim = add("simulate", _simulate, "Serve only the simulated press line.", config=False)
+    sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument("--opcua-port", type=int, default=4840)
+    sim.add_argument("--modbus-port", type=int, default=5020)
+    sim.add_argument("--truth", type=Path, default=None, help="write ground truth (JSON lines)")
+    sim.add_argument("--duration", type=float, default=None,
+                     help="seconds of scenario, then the line idles for good")
+    sim.add_argument("--wait-for-signal", action="store_true",
+                     help="start the scenario on SIGUSR1, not at once")
+    return parser
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    # Protocol libraries log every frame or reconnect attempt; our runners log transitions.
+    # Our runners log each transition once (down, recovered) with the cause.
+    for noisy in ("pymodbus", "aiohttp.access"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+
+
+def _load(path: Path) -> Any:
+    from .settings import load_config
+
+    return load_config(path)
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    try:
+        _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        print(f"{len(exc.issues)} problem{'s' if len(exc.issues) != 1 else ''} found",
+              file=sys.stderr)
+        return EX_CONFIG
+    print("ok")
+    return EX_OK
+
+
+def _schema(args: argparse.Namespace) -> int:
+    from .settings import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return EX_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    from .app import Agent
+
+    return _serve(Agent(config).run())
+
+
+def _serve(main_coroutine: Coroutine[Any, Any, None]) -> int:
+    """Run until SIGTERM/SIGINT, then cancel everything and wait for it to unwind."""
+
+    async def supervised() -> None:
+        task = asyncio.ensure_future(main_coroutine)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            await task
+        except asyncio.CancelledError:
+            logging.getLogger("floorlink").info("stopped")
+
+    try:
+        asyncio.run(supervised())
+    except BufferError as exc:
+        logging.getLogger("floorlink").error("%s", exc)
+        return EX_CANTCREAT
+    except OSError as exc:
+        logging.getLogger("floorlink").error("cannot start: %s", exc)
+        return EX_SOFTWARE
+    except BaseExceptionGroup as group:  # a task of the TaskGroup failed
+        for exc in _leaves(group):
+            logging.getLogger("floorlink").error("stopped by an error: %r", exc,
+                                                 exc_info=exc)
+        return EX_SOFTWARE
+    return EX_OK
+
+
+def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+def _demo(args: argparse.Namespace) -> int:
+    _setup_logging("warning" if args.log_level == "info" else args.log_level)
+    from .demo import run_demo
+
+    return _serve(run_demo(seed=args.seed, state_dir=args.state_dir))
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    _setup_logging(args.log_level)
+    from .simulator.servers import run_line
+
+    return _serve(run_line(seed=args.seed, opcua_port=args.opcua_port,
+                           modbus_port=args.modbus_port, truth=args.truth,
+                           duration=args.duration, wait_for_signal=args.wait_for_signal))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""The event contract: CloudEvents 1.0 envelopes, type names, lanes.
+
+The JSON Schemas under docs/schemas/ and docs/events.md describe the same
+contract for integrators; tests validate every emitted event against them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum
+from typing import Any
+
+import uuid6
+
+CONTRACT_VERSION = "v1"
+
+
+class Lane(IntEnum):
+    """Delivery lanes, drained in this order of priority."""
+
+    HOLD = 0
+    BUSINESS = 1
+    TELEMETRY = 2
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+EVENT_LANES: dict[str, Lane] = {
+    "machine.state_changed": Lane.BUSINESS,
+    "downtime.started": Lane.BUSINESS,
+    "downtime.ended": Lane.BUSINESS,
+    "production.confirmed": Lane.BUSINESS,
+    "quality.hold_raised": Lane.HOLD,
+    "quality.hold_released": Lane.HOLD,
+    "maintenance.requested": Lane.BUSINESS,
+    "counters.snapshot": Lane.BUSINESS,
+    "telemetry": Lane.TELEMETRY,
+}
+
+
+def full_type(short: str) -> str:
+    return f"floorlink.{short}.{CONTRACT_VERSION}"
+
+
+def short_type(full: str) -> str:
+    return full.removeprefix("floorlink.").removesuffix(f".{CONTRACT_VERSION}")
+
+
+def new_event_id() -> str:
+    """A UUIDv7: time-ordered, so ids sort roughly in creation order."""
+    return str(uuid6.uuid7())
+
+
+def format_time(epoch_seconds: float) -> str:
+    """RFC 3339 UTC with milliseconds, the form CloudEvents and most consumers expect."""
+    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    type: str  # short name, e.g. "downtime.started"
+    source: str
+    subject: str
+    time: float  # epoch seconds, UTC
+    lane: Lane
+    sequence: int
+    epoch: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_cloudevent(self) -> dict[str, Any]:
+        return {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": full_type(self.type),
+            "time": format_time(self.time),
+            "subject": self.subject,
+            "datacontenttype": "application/json",
+            "lane": self.lane.label,
+            "sequence": self.sequence,
+            "epoch": self.epoch,
+            "data": self.data,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_cloudevent(), separators=(",", ":"), ensure_ascii=False)
+
+
+def source_uri(site: str, agent: str, origin: str) -> str:
+    return f"floorlink://{site}/{agent}/{origin}"

@@ -1,0 +1,116 @@
+"""The one derive-and-commit loop: the buffer's single writer.
+
+Sample batches from every device arrive on one bounded queue. The loop gathers
+what arrived together, derives events per asset, and commits the events with
+the new asset states in one transaction (group commit). Only after the commit
+succeeds does the in-memory state move on: if the disk refuses, nothing was
+half-done, and the same samples are derived and committed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from buffer import Outbox
+from drivers.base import Sample
+from drivers.runner import backoff_delay
+
+from .derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
+from .errors import BufferError
+from .events import Event
+
+log = logging.getLogger("floorlink.pipeline")
+
+TICK_INTERVAL = 0.2
+MAX_BATCHES_PER_COMMIT = 200
+
+
+class Pipeline:
+    def __init__(self, specs: list[AssetSpec], states: dict[str, AssetState], outbox: Outbox,
+                 ctx: DeriveContext, queue: asyncio.Queue[list[Sample]],
+                 commit_interval: float = 0.05,
+                 on_event: Callable[[Event], None] | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.specs = specs
+        self.states = {spec.id: states.get(spec.id, AssetState()) for spec in specs}
+        self._committed_json = {asset: st.to_json() for asset, st in self.states.items()}
+        self.outbox = outbox
+        self.ctx = ctx
+        self.queue = queue
+        self.commit_interval = commit_interval
+        self.on_event = on_event
+        self.clock = clock
+        self.commits = 0
+        self.events_committed = 0
+        self.last_error: str | None = None
+        self._routes: dict[str, list[AssetSpec]] = {}
+        for spec in specs:
+            for ref in spec.roles:
+                self._routes.setdefault(ref, []).append(spec)
+
+    async def run(self) -> None:
+        while True:
+            batches = await self._gather()
+            await self.step(batches)
+
+    async def _gather(self) -> list[list[Sample]]:
+        try:
+            first = await asyncio.wait_for(self.queue.get(), TICK_INTERVAL)
+        except TimeoutError:
+            return []
+        batches = [first]
+        if self.commit_interval:
+            await asyncio.sleep(self.commit_interval)  # let devices polled together commit together
+        while len(batches) < MAX_BATCHES_PER_COMMIT and not self.queue.empty():
+            batches.append(self.queue.get_nowait())
+        return batches
+
+    async def step(self, batches: list[list[Sample]]) -> list[Event]:
+        """Derive from `batches` (and the passing of time), then commit atomically."""
+        now = self.clock()
+        states = dict(self.states)
+        events: list[Event] = []
+        for batch in batches:
+            per_asset: dict[str, list[Sample]] = {}
+            for sample in batch:
+                for spec in self._routes.get(f"{sample.device}.{sample.tag}", ()):
+                    per_asset.setdefault(spec.id, []).append(sample)
+            for spec in self.specs:
+                if spec.id in per_asset:
+                    states[spec.id], produced = apply_samples(
+                        spec, states[spec.id], per_asset[spec.id], now, self.ctx)
+                    events.extend(produced)
+        for spec in self.specs:
+            states[spec.id], produced = apply_tick(spec, states[spec.id], now, self.ctx)
+            events.extend(produced)
+        changed = {asset: st.to_json() for asset, st in states.items()}
+        changed = {a: j for a, j in changed.items() if j != self._committed_json.get(a)}
+        if events or changed:
+            await self._commit_until_done(events, changed)
+        self.states = states
+        self._committed_json.update(changed)
+        if self.on_event:
+            for event in events:
+                self.on_event(event)
+        return events
+
+    async def _commit_until_done(self, events: list[Event], states: dict[str, str]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.outbox.commit(events, states)
+                if self.last_error:
+                    log.info("buffer writable again; committed %d waiting events", len(events))
+                    self.last_error = None
+                self.commits += 1
+                self.events_committed += len(events)
+                return
+            except BufferError as exc:
+                if self.last_error != str(exc):
+                    log.error("cannot commit to the buffer: %s", exc)
+                self.last_error = str(exc)
+                await asyncio.sleep(backoff_delay(attempt, cap=10.0))
+                attempt += 1

@@ -1,0 +1,39 @@
+"""The uplink protocol and what the status page shows of an uplink."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from buffer import StoredEvent
+
+
+@dataclass
+class UplinkHealth:
+    uplink: str
+    type: str
+    target: str
+    connected: bool = False
+    since: float = field(default_factory=time.time)
+    last_error: str | None = None
+    delivered: int = 0
+    dead_lettered: int = 0
+    last_delivered_at: float | None = None
+
+
+class Uplink(Protocol):
+    id: str
+    health: UplinkHealth
+
+    async def start(self) -> None:
+        """Begin connecting; return at once. Connection state shows in `health`."""
+
+    def submit(self, event: StoredEvent) -> asyncio.Future[None]:
+        """Put `event` on its way, in call order. The future completes when the peer
+        acknowledged it, or fails with UplinkRejected (permanent) or UplinkUnavailable."""
+        ...
+
+    async def close(self) -> None:
+        """Stop cleanly; unacknowledged events stay in the buffer for next time."""

@@ -1,0 +1,121 @@
+"""One forwarder per uplink: reads the buffer past its own cursor, by lane priority,
+keeps a bounded window of events in flight, and moves the cursor only over
+events the uplink acknowledged (or that were dead-lettered with their reason).
+
+Holds go before other business events, which go before telemetry. Within a lane
+events are submitted in commit order, so each asset's order is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict, deque
+
+from buffer import LANES, Outbox, StoredEvent
+from drivers.runner import backoff_delay
+
+from ..errors import UplinkRejected, UplinkUnavailable
+from .base import Uplink
+
+log = logging.getLogger("floorlink.forwarder")
+
+FETCH_SIZE = 500
+CURSOR_FLUSH_INTERVAL = 0.2
+
+
+class Forwarder:
+    def __init__(self, uplink: Uplink, outbox: Outbox, window: int) -> None:
+        self.uplink = uplink
+        self.outbox = outbox
+        self.window = window
+        self._kick = asyncio.Event()
+        self._new_data = True
+        self._read_to: dict[int, int] = {}
+        self._acked_to: dict[int, int] = {}
+        self._flushed: dict[int, int] = {}
+        self._queued: dict[int, deque[StoredEvent]] = {lane: deque() for lane in LANES}
+        self._exhausted: dict[int, bool] = dict.fromkeys(LANES, False)
+        self._in_flight: dict[int, OrderedDict[int, bool]] = {lane: OrderedDict() for lane in LANES}
+
+    @property
+    def in_flight(self) -> int:
+        return sum(len(lane) for lane in self._in_flight.values())
+
+    async def run(self) -> None:
+        cursors = await self.outbox.cursors(self.uplink.id)
+        self._read_to, self._acked_to, self._flushed = dict(cursors), dict(cursors), dict(cursors)
+        self.outbox.listen(self._on_commit)
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._flush_cursors_forever())
+            while True:
+                self._kick.clear()
+                while self.in_flight < self.window:
+                    event = await self._next_event()
+                    if event is None:
+                        break
+                    self._in_flight[event.lane][event.position] = False
+                    self._read_to[event.lane] = event.position
+                    group.create_task(self._deliver(event, self.uplink.submit(event)))
+                await self._kick.wait()
+
+    async def flush(self) -> None:
+        """Persist the cursor now (called on shutdown)."""
+        if self._acked_to != self._flushed:
+            snapshot = dict(self._acked_to)
+            await self.outbox.advance(self.uplink.id, snapshot)
+            self._flushed = snapshot
+
+    def _on_commit(self) -> None:
+        self._new_data = True
+        self._kick.set()
+
+    async def _next_event(self) -> StoredEvent | None:
+        if self._new_data:
+            self._new_data = False
+            self._exhausted = dict.fromkeys(LANES, False)
+        for lane in LANES:  # priority order: hold, business, telemetry
+            queue = self._queued[lane]
+            if not queue and not self._exhausted[lane]:
+                fetched = await self.outbox.fetch(lane, self._read_to[lane], FETCH_SIZE)
+                queue.extend(e for e in fetched if e.position > self._read_to[lane])
+                self._exhausted[lane] = len(fetched) < FETCH_SIZE
+            if queue:
+                return queue.popleft()
+        return None
+
+    async def _deliver(self, event: StoredEvent, ack: asyncio.Future[None]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await ack
+                self.uplink.health.delivered += 1
+                self.uplink.health.last_delivered_at = time.time()
+                break
+            except UplinkRejected as exc:
+                log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
+                          self.uplink.id, event.id, event.type, exc)
+                await self.outbox.dead_letter(self.uplink.id, event, str(exc))
+                self.uplink.health.dead_lettered += 1
+                break
+            except UplinkUnavailable as exc:
+                self.uplink.health.last_error = str(exc)
+                await asyncio.sleep(backoff_delay(attempt))
+                attempt += 1
+                ack = self.uplink.submit(event)
+        self._mark_done(event)
+
+    def _mark_done(self, event: StoredEvent) -> None:
+        lane = self._in_flight[event.lane]
+        lane[event.position] = True
+        # The cursor moves only over a contiguous run of finished events.
+        while lane and next(iter(lane.values())):
+            position, _ = lane.popitem(last=False)
+            self._acked_to[event.lane] = position
+        self._kick.set()
+
+    async def _flush_cursors_forever(self) -> None:
+        while True:
+            await asyncio.sleep(CURSOR_FLUSH_INTERVAL)
+            await self.flush()

@@ -1,0 +1,1 @@
+"""Modbus drivers: request planning, exact decoding, TCP transport."""

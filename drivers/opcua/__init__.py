@@ -1,0 +1,1 @@
+"""OPC UA driver. asyncua is imported only when an OPC UA device is configured."""

@@ -1,0 +1,80 @@
+"""Run one device forever: connect, stream, and on failure back off and reconnect.
+
+Retries and health live here once, not in each driver. A device going down is
+logged once, and its recovery once; the status page reads `DeviceHealth`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from agent.errors import DriverError
+
+from .base import Driver, Sample
+
+log = logging.getLogger("floorlink.devices")
+
+
+@dataclass
+class DeviceHealth:
+    device: str
+    protocol: str
+    state: str = "connecting"  # connecting | up | down
+    since: float = field(default_factory=time.time)
+    last_error: str | None = None
+    samples: int = 0
+    last_sample_at: float | None = None
+    reconnects: int = 0
+
+
+def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
+    """Exponential backoff with full jitter, so a plant's worth of agents do not retry in step."""
+    return random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
+
+
+async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable[None]],
+                     health: DeviceHealth, max_backoff: float = 30.0) -> None:
+    attempt = 0
+    while True:
+        try:
+            await driver.open()
+            if health.state == "down":
+                log.info("device %s recovered after %.0fs", driver.device_id,
+                         time.time() - health.since)
+                health.reconnects += 1
+            if health.state != "up":
+                health.state, health.since = "up", time.time()
+            attempt = 0
+            async for batch in driver.batches():
+                health.samples += len(batch)
+                health.last_sample_at = time.time()
+                await deliver(batch)  # blocks when the pipeline is full: polls stretch
+        except DriverError as exc:
+            if health.state != "down":
+                log.warning("device %s down: %s", driver.device_id, exc)
+                health.state, health.since = "down", time.time()
+            health.last_error = str(exc)
+        finally:
+            await driver.close()
+        await asyncio.sleep(backoff_delay(attempt, cap=max_backoff))
+        attempt += 1
+
+
+def make_driver(device: object) -> Driver:
+    """The driver for a configured device; protocol libraries load only when needed."""
+    from agent.settings.models import ModbusTcpDevice, OpcUaDevice
+
+    if isinstance(device, OpcUaDevice):
+        from .opcua.client import OpcUaDriver
+
+        return OpcUaDriver(device)
+    if isinstance(device, ModbusTcpDevice):
+        from .modbus.tcp import ModbusTcpDriver
+
+        return ModbusTcpDriver(device)
+    raise TypeError(f"no driver for {type(device).__name__}")

@@ -1,0 +1,155 @@
+"""JSON Schemas of the event contract, one per event type.
+
+`scripts/generate-schemas` writes them to docs/schemas/; a test keeps the files
+current. Integrators validate against those files; floorlink's own tests do too.
+Fields may be added in a minor release; none is ever renamed or removed within v1.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .events import CONTRACT_VERSION, EVENT_LANES, full_type
+
+TIME = {"type": "string", "format": "date-time",
+        "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"}
+NULLABLE_TIME = {"anyOf": [TIME, {"type": "null"}]}
+TEXT = {"type": ["string", "null"]}
+STATES = ["running", "idle", "down", "setup", "planned_stop", "unknown"]
+
+DATA: dict[str, dict[str, Any]] = {
+    "machine.state_changed": {
+        "required": ["state", "previous_state", "previous_duration_s", "code"],
+        "properties": {
+            "state": {"enum": STATES},
+            "previous_state": {"enum": [*STATES, None]},
+            "previous_duration_s": {"type": ["number", "null"], "minimum": 0,
+                                    "description": "How long the previous state lasted."},
+            "code": {"type": ["integer", "null"], "description": "The PLC's raw state code."},
+        },
+    },
+    "downtime.started": {
+        "required": ["downtime_id", "started_at", "reason_code", "reason", "work_order",
+                     "start_estimated"],
+        "properties": {
+            "downtime_id": {"type": "string", "description": "This event's id."},
+            "started_at": TIME,
+            "reason_code": {"type": ["integer", "null"]},
+            "reason": {"type": "string"},
+            "work_order": TEXT,
+            "start_estimated": {"type": "boolean", "description":
+                                "True when the agent did not see the stop begin (it was offline "
+                                "or just started): started_at is then the best known bound."},
+        },
+    },
+    "downtime.ended": {
+        "required": ["downtime_id", "started_at", "ended_at", "duration_s", "reason_code",
+                     "reason", "work_order", "start_estimated"],
+        "properties": {
+            "downtime_id": {"type": "string", "description": "Id of the downtime.started event."},
+            "started_at": TIME,
+            "ended_at": TIME,
+            "duration_s": {"type": "number", "minimum": 0},
+            "reason_code": {"type": ["integer", "null"]},
+            "reason": {"type": "string"},
+            "work_order": TEXT,
+            "start_estimated": {"type": "boolean"},
+            "end_estimated": {"type": "boolean"},
+        },
+    },
+    "production.confirmed": {
+        "required": ["work_order", "good", "scrap", "good_total", "scrap_total", "unit",
+                     "interval_start", "interval_end", "estimated"],
+        "properties": {
+            "work_order": TEXT,
+            "good": {"type": "integer", "minimum": 0,
+                     "description": "Good quantity since the previous confirmation."},
+            "scrap": {"type": "integer", "minimum": 0},
+            "good_total": {"type": "integer", "minimum": 0,
+                           "description": "Cumulative good quantity for the work order."},
+            "scrap_total": {"type": "integer", "minimum": 0},
+            "unit": {"type": "string"},
+            "interval_start": TIME,
+            "interval_end": TIME,
+            "estimated": {"type": "boolean", "description":
+                          "True when a counter reset fell in a gap the agent could not see."},
+        },
+    },
+    "quality.hold_raised": {
+        "required": ["hold_id", "lot", "reason", "quantity", "work_order"],
+        "properties": {
+            "hold_id": {"type": "string", "description": "This event's id."},
+            "lot": TEXT, "reason": TEXT,
+            "quantity": {"type": ["number", "null"]},
+            "work_order": TEXT,
+        },
+    },
+    "quality.hold_released": {
+        "required": ["hold_id", "lot", "reason", "quantity", "work_order"],
+        "properties": {
+            "hold_id": {"type": "string", "description": "Id of the hold_raised event."},
+            "lot": TEXT, "reason": TEXT,
+            "quantity": {"type": ["number", "null"]},
+            "work_order": TEXT,
+            "raised_at": TIME,
+        },
+    },
+    "maintenance.requested": {
+        "required": ["fault_code", "reason", "occurrences", "first_seen", "work_order"],
+        "properties": {
+            "fault_code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+            "occurrences": {"type": "integer", "minimum": 1}, "first_seen": TIME,
+            "work_order": TEXT,
+        },
+    },
+    "counters.snapshot": {
+        "required": ["counters", "work_order"],
+        "properties": {
+            "counters": {"type": "object", "additionalProperties": {"type": "number"}},
+            "work_order": TEXT,
+        },
+    },
+    "telemetry": {
+        "required": ["tag", "value", "quality"],
+        "properties": {
+            "tag": {"type": "string"}, "value": {},
+            "quality": {"enum": ["good", "uncertain", "bad"]},
+        },
+    },
+}
+
+
+def event_schema(short: str) -> dict[str, Any]:
+    lane = EVENT_LANES[short].label
+    data = {"type": "object", **DATA[short]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": f"https://floorlink.dev/schemas/{full_type(short)}.json",
+        "title": full_type(short),
+        "type": "object",
+        "required": ["specversion", "id", "source", "type", "time", "subject", "lane",
+                     "sequence", "epoch", "data"],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string", "description": "UUIDv7; deduplicate on it.",
+                   "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-"
+                              "[0-9a-f]{12}$"},
+            "source": {"type": "string", "pattern": "^floorlink://[^/]+/[^/]+/[^/]+$"},
+            "type": {"const": full_type(short)},
+            "time": TIME,
+            "subject": {"type": "string", "description": "The asset id."},
+            "datacontenttype": {"const": "application/json"},
+            "lane": {"const": lane},
+            "sequence": {"type": "integer", "minimum": 1, "description":
+                         "Per subject and lane, +1 per event, restarting with a new epoch."},
+            "epoch": {"type": "integer", "description": "Changes when a fresh buffer starts."},
+            "data": data,
+        },
+    }
+
+
+def all_event_schemas() -> dict[str, dict[str, Any]]:
+    return {f"{full_type(short)}.json": event_schema(short) for short in DATA}
+
+
+__all__ = ["CONTRACT_VERSION", "all_event_schemas", "event_schema"]

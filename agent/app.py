@@ -11,7 +11,6 @@ import contextlib
 import logging
 import os
 import socket
-
 from collections.abc import Callable
 
 from buffer import Outbox

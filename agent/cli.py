@@ -146,9 +146,9 @@ def _serve(main_coroutine: Coroutine[Any, Any, None]) -> int:
         logging.getLogger("floorlink").error("cannot start: %s", exc)
         return EX_SOFTWARE
     except BaseExceptionGroup as group:  # a task of the TaskGroup failed
-        for exc in _leaves(group):
-            logging.getLogger("floorlink").error("stopped by an error: %r", exc,
-                                                 exc_info=exc)
+        for leaf in _leaves(group):
+            logging.getLogger("floorlink").error("stopped by an error: %r", leaf,
+                                                 exc_info=leaf)
         return EX_SOFTWARE
     return EX_OK
 

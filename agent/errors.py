@@ -44,7 +44,7 @@ class ConfigError(FloorlinkError):
         super().__init__("\n".join(issue.render() for issue in issues))
 
 
-class BufferError(FloorlinkError):  # noqa: A001 - the name is ours, builtins.BufferError is unrelated
+class BufferError(FloorlinkError):
     pass
 
 

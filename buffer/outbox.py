@@ -18,6 +18,7 @@ a lock keeps one coroutine's transaction from interleaving with another's.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import aiosqlite
 
@@ -38,9 +39,14 @@ LANES = (0, 1, 2)
 class CommittableEvent(Protocol):
     """What the outbox needs of an event; `agent.events.Event` is one."""
 
-    id: str
-    type: str
-    subject: str
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def type(self) -> str: ...
+
+    @property
+    def subject(self) -> str: ...
 
     @property
     def lane(self) -> int: ...
@@ -184,7 +190,8 @@ class Outbox:
         for lane in LANES:
             placeholders = ",".join("?" * len(self._uplinks))
             rows = await self._read(
-                f"SELECT uplink, position FROM cursors WHERE lane = ? AND uplink IN ({placeholders})",
+                "SELECT uplink, position FROM cursors "
+                f"WHERE lane = ? AND uplink IN ({placeholders})",
                 (lane, *self._uplinks))
             if len(rows) < len(self._uplinks):
                 continue  # an uplink that never acknowledged anything holds the whole lane
@@ -205,7 +212,8 @@ class Outbox:
             oldest: float | None = None
             for lane in LANES:
                 row = await self._read(
-                    "SELECT COUNT(*), MIN(committed_at) FROM events WHERE lane = ? AND position > ?",
+                    "SELECT COUNT(*), MIN(committed_at) FROM events "
+                    "WHERE lane = ? AND position > ?",
                     (lane, cursors[lane]))
                 per_lane[lane] = int(row[0][0])
                 if row[0][1] is not None:
@@ -218,7 +226,7 @@ class Outbox:
 
     # ---------------------------------------------------------------- plumbing
 
-    async def _read(self, sql: str, params: Iterable[object] = ()) -> list[tuple[object, ...]]:
+    async def _read(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
         async with self._lock:
             try:
                 cursor = await self._db.execute(sql, tuple(params))
@@ -272,8 +280,6 @@ def _translate(exc: sqlite3.Error, path: Path) -> BufferError:
 def _file_bytes(path: Path) -> int:
     total = 0
     for suffix in ("", "-wal", "-shm"):
-        try:
+        with contextlib.suppress(OSError):
             total += os.path.getsize(f"{path}{suffix}")
-        except OSError:
-            pass
     return total

@@ -27,6 +27,7 @@ from .spec import ROLE_ORDER, AssetSpec
 from .state import AssetState, OpenDowntime, OpenHold
 
 UNKNOWN_STATE = "unknown"
+ROLLOVER_MIN_STEP = 10
 
 
 @dataclass(frozen=True)
@@ -124,14 +125,19 @@ def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Em
         return  # the first value is a baseline: what was produced before it is not ours to count
     if value >= last:
         delta = value - last
+        if not s.after_gap:
+            st.counter_max_step[role] = max(st.counter_max_step.get(role, 0), delta)
     else:
+        # A drop is a rollover only if the increment it implies is plausible, i.e. close
+        # to the steps seen so far; otherwise the PLC reset its count to zero.
         modulus = spec.counter_modulus.get(role)
-        if not s.after_gap and modulus and last >= modulus * 0.9:
+        plausible = max(4 * st.counter_max_step.get(role, 0), ROLLOVER_MIN_STEP)
+        if not s.after_gap and modulus and modulus - last + value <= plausible:
             delta = modulus - last + value  # rollover seen: exact
         else:
-            delta = value  # reset to zero; exact only if we saw it happen
+            delta = value  # reset to zero seen: exact
         if s.after_gap:
-            st.pending_estimated = True
+            st.pending_estimated = True  # whatever happened in the gap, we did not see it
     st.pending[role] += delta * spec.parts_per_cycle
 
 
@@ -196,9 +202,9 @@ def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emit
 
 
 def _leave_down(spec: AssetSpec, st: AssetState, s: Sample, out: _Emitter) -> None:
-    if st.downtime is None and st.down_since is not None:
-        if s.source_time - st.down_since >= spec.micro_stop:
-            _start_downtime(spec, st, out)  # long enough, seen late: report it whole
+    long_enough = st.down_since is not None and s.source_time - st.down_since >= spec.micro_stop
+    if st.downtime is None and long_enough:
+        _start_downtime(spec, st, out)  # long enough but seen late: report it whole
     if st.downtime is not None:
         dt = st.downtime
         out.emit("downtime.ended", s.source_time, {
@@ -236,9 +242,10 @@ def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
 
 
 def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) -> None:
-    if st.downtime is None and st.down_since is not None and st.down_seen_locally is not None:
-        if now - st.down_seen_locally >= spec.micro_stop:
-            _start_downtime(spec, st, out)
+    pending = st.downtime is None and st.down_since is not None
+    if pending and st.down_seen_locally is not None and (
+            now - st.down_seen_locally >= spec.micro_stop):
+        _start_downtime(spec, st, out)
     if st.interval_start is not None and now - st.interval_start >= spec.interval:
         _confirm(spec, st, now, out)
 

@@ -52,6 +52,7 @@ class AssetState:
     hold_quantity: float | None = None
     # Counters: last raw value seen, quantities not yet confirmed, totals per work order.
     counter_last: dict[str, int] = field(default_factory=dict)
+    counter_max_step: dict[str, int] = field(default_factory=dict)  # largest exact increment
     pending: dict[str, int] = field(default_factory=lambda: {"good": 0, "scrap": 0})
     pending_estimated: bool = False
     interval_start: float | None = None

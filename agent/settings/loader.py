@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, ConfigIssue
-from .models import Config
+from .models import Config, ModbusTag, OpcUaTag
 from .secrets import MASK, resolve_secrets
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
@@ -108,6 +108,11 @@ def _explain(error: ErrorDetails, doc: YamlDocument, shown: str, masker: _Masker
     path = _data_path(error["loc"], doc.data)
     kind = error["type"]
     value: str | None = masker.show(path, error.get("input"))
+    if kind == "union_tag_invalid":
+        # Point at the `protocol:`/`type:` line, showing the unsupported value itself.
+        discriminator = str(error.get("ctx", {}).get("discriminator", "")).strip("'")
+        path = (*path, discriminator)
+        value = repr(error.get("ctx", {}).get("tag"))
     line = doc.line_of(path)
     if line is None or path not in doc.lines:
         env_name = "FLOORLINK_" + "__".join(str(p).upper() for p in path)
@@ -244,7 +249,8 @@ def _check_references(
             continue
         first_device[device.id] = d_index
         names: dict[str, int] = {}
-        for t_index, tag in enumerate(device.tags):
+        device_tags: list[OpcUaTag | ModbusTag] = list(device.tags)
+        for t_index, tag in enumerate(device_tags):
             if tag.name in names:
                 yield issue(("devices", d_index, "tags", t_index, "name"), repr(tag.name),
                             f"duplicate tag name in device '{device.id}'; tags[{names[tag.name]}] "

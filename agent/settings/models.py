@@ -125,7 +125,8 @@ class ModbusTag(Strict):
 
     @model_validator(mode="after")
     def _one_addressing_form(self) -> ModbusTag:
-        if self.register_number is not None and (self.table is not None or self.address is not None):
+        zero_based = self.table is not None or self.address is not None
+        if self.register_number is not None and zero_based:
             raise ValueError(
                 "give either 'register' (conventional, e.g. 40001) or 'table' plus zero-based "
                 "'address', not both: they never mean the same number"
@@ -145,7 +146,8 @@ class ModbusTag(Strict):
     def location(self) -> tuple[ModbusTable, int]:
         if self.register_number is not None:
             return split_conventional_register(self.register_number)
-        assert self.table is not None and self.address is not None
+        assert self.table is not None
+        assert self.address is not None
         return self.table, self.address
 
     @property

@@ -102,7 +102,7 @@ class ModbusPress:
     async def publish(self, snap: PressSnapshot) -> None:
         words = [snap.state, snap.good >> 16, snap.good & 0xFFFF, snap.scrap >> 16,
                  snap.scrap & 0xFFFF, snap.fault, int(snap.hold), snap.hold_reason]
-        words += [0, 0] + _string_registers(snap.lot, 8) + [0, 0]
+        words += [0, 0, *_string_registers(snap.lot, 8), 0, 0]
         words += _string_registers(snap.work_order, 8)
         # One write of the whole block: a reader never sees half an update.
         await self._server.async_setValues(1, 16, 0, words)
@@ -135,7 +135,8 @@ async def run_line(seed: int = 7, opcua_port: int = 4840, modbus_port: int = 502
     """Serve both presses until cancelled. With `duration`, freeze after that many seconds."""
     presses = [PressModel("press-1", seed, cycle_time=0.3),
                PressModel("press-2", seed + 1, cycle_time=0.35, first_counter=5000)]
-    servers = [OpcUaPress(presses[0], opcua_port), ModbusPress(presses[1], modbus_port)]
+    servers: list[OpcUaPress | ModbusPress] = [OpcUaPress(presses[0], opcua_port),
+                                               ModbusPress(presses[1], modbus_port)]
     log_ = TruthLog(truth)
     try:
         for server in servers:

@@ -110,7 +110,7 @@ class Forwarder:
         lane = self._in_flight[event.lane]
         lane[event.position] = True
         # The cursor moves only over a contiguous run of finished events.
-        while lane and next(iter(lane.values())):
+        while lane and lane[next(iter(lane))]:
             position, _ = lane.popitem(last=False)
             self._acked_to[event.lane] = position
         self._kick.set()

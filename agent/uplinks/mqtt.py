@@ -17,8 +17,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.properties import Properties
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from buffer import StoredEvent
 
@@ -82,7 +82,8 @@ class MqttPublisher:
         client.loop_start()
 
     def submit(self, event: StoredEvent) -> asyncio.Future[None]:
-        assert self._client is not None and self._loop is not None
+        assert self._client is not None
+        assert self._loop is not None
         properties = None
         if self.settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)

@@ -66,7 +66,7 @@ class ModbusTcpDriver:
         try:
             response = await reader(request.start, count=request.count,
                                     device_id=self.device.unit)
-        except (ModbusException, OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, ModbusException, OSError) as exc:
             raise DeviceUnreachable(
                 f"{request.table} {request.start}+{request.count}: {exc}") from exc
         now = time.time()

@@ -48,7 +48,7 @@ class OpcUaDriver:
             client.set_password(self.device.password.get_secret_value())
         try:
             await client.connect()
-        except (OSError, asyncio.TimeoutError, ua.UaError) as exc:
+        except (TimeoutError, OSError, ua.UaError) as exc:
             raise DeviceUnreachable(f"cannot connect to {self.device.endpoint}: "
                                     f"{exc or type(exc).__name__}") from exc
         self._client = client
@@ -60,7 +60,7 @@ class OpcUaDriver:
             subscription = await client.create_subscription(
                 self.device.publishing_interval * 1000, self)
             results = await subscription.subscribe_data_change(list(nodes.values()))
-        except (OSError, asyncio.TimeoutError, ua.UaError) as exc:
+        except (TimeoutError, OSError, ua.UaError) as exc:
             raise DeviceUnreachable(f"{self.device.endpoint}: subscribing failed: {exc}") from exc
         for tag, result in zip(nodes, results, strict=True):
             if isinstance(result, ua.StatusCode):
@@ -116,7 +116,7 @@ class OpcUaDriver:
             except TimeoutError:
                 try:
                     await self._client.check_connection()
-                except (OSError, ConnectionError, asyncio.TimeoutError, ua.UaError) as exc:
+                except (TimeoutError, OSError, ConnectionError, ua.UaError) as exc:
                     raise DeviceUnreachable(f"{self.device.endpoint}: session lost: {exc}") from exc
                 continue
             self._wakeup.clear()
@@ -132,7 +132,7 @@ class OpcUaDriver:
         if client is not None:
             try:
                 await asyncio.wait_for(client.disconnect(), self.device.timeout)
-            except Exception as exc:  # noqa: BLE001 - a dead session cannot be closed politely
+            except Exception as exc:
                 log.debug("%s: disconnect: %s", self.device_id, exc)
 
 

@@ -15,6 +15,9 @@ TIME = {"type": "string", "format": "date-time",
         "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"}
 NULLABLE_TIME = {"anyOf": [TIME, {"type": "null"}]}
 TEXT = {"type": ["string", "null"]}
+HOLD_REQUIRED = ["hold_id", "lot", "reason", "quantity", "work_order"]
+HOLD_FIELDS: dict[str, Any] = {"lot": TEXT, "reason": TEXT,
+                               "quantity": {"type": ["number", "null"]}, "work_order": TEXT}
 STATES = ["running", "idle", "down", "setup", "planned_stop", "unknown"]
 
 DATA: dict[str, dict[str, Any]] = {
@@ -76,23 +79,15 @@ DATA: dict[str, dict[str, Any]] = {
         },
     },
     "quality.hold_raised": {
-        "required": ["hold_id", "lot", "reason", "quantity", "work_order"],
-        "properties": {
-            "hold_id": {"type": "string", "description": "This event's id."},
-            "lot": TEXT, "reason": TEXT,
-            "quantity": {"type": ["number", "null"]},
-            "work_order": TEXT,
-        },
+        "required": HOLD_REQUIRED,
+        "properties": {**HOLD_FIELDS,
+                       "hold_id": {"type": "string", "description": "This event's id."}},
     },
     "quality.hold_released": {
-        "required": ["hold_id", "lot", "reason", "quantity", "work_order"],
-        "properties": {
-            "hold_id": {"type": "string", "description": "Id of the hold_raised event."},
-            "lot": TEXT, "reason": TEXT,
-            "quantity": {"type": ["number", "null"]},
-            "work_order": TEXT,
-            "raised_at": TIME,
-        },
+        "required": HOLD_REQUIRED,
+        "properties": {**HOLD_FIELDS, "raised_at": TIME,
+                       "hold_id": {"type": "string", "description":
+                                   "Id of the hold_raised event."}},
     },
     "maintenance.requested": {
         "required": ["fault_code", "reason", "occurrences", "first_seen", "work_order"],

@@ -28,8 +28,8 @@ def ctx() -> DeriveContext:
 class Run:
     """Feed timed samples through the deriver, collecting events like the pipeline would."""
 
-    def __init__(self, spec: AssetSpec = SPEC) -> None:
-        self.spec, self.state, self.ctx = spec, AssetState(), ctx()
+    def __init__(self, spec: AssetSpec = SPEC, context: DeriveContext | None = None) -> None:
+        self.spec, self.state, self.ctx = spec, AssetState(), context or ctx()
         self.events: list[Any] = []
 
     def feed(self, t: float, gap: bool = False, **values: object) -> list[Any]:

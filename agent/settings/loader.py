@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -239,35 +239,30 @@ def _check_references(
     def issue(path: DataPath, value: str | None, message: str) -> ConfigIssue:
         return ConfigIssue(shown, doc.line_of(path), _dotted(path), value, message)
 
+    duplicate_devices = dict(_repeats(d.id for d in config.devices))
+    for index, first in duplicate_devices.items():
+        yield issue(("devices", index, "id"), repr(config.devices[index].id),
+                    f"duplicate device id; devices[{first}] already uses it. Give each device "
+                    "its own id")
     tags: dict[str, set[str]] = {}
-    first_device: dict[str, int] = {}
     for d_index, device in enumerate(config.devices):
-        if device.id in first_device:
-            yield issue(("devices", d_index, "id"), repr(device.id),
-                        f"duplicate device id; devices[{first_device[device.id]}] already "
-                        "uses it. Give each device its own id")
+        if d_index in duplicate_devices:
             continue
-        first_device[device.id] = d_index
-        names: dict[str, int] = {}
         device_tags: list[OpcUaTag | ModbusTag] = list(device.tags)
-        for t_index, tag in enumerate(device_tags):
-            if tag.name in names:
-                yield issue(("devices", d_index, "tags", t_index, "name"), repr(tag.name),
-                            f"duplicate tag name in device '{device.id}'; tags[{names[tag.name]}] "
-                            "already uses it")
-            names.setdefault(tag.name, t_index)
-        tags[device.id] = set(names)
-        if getattr(device, "password", None) is not None:
-            pw_path: DataPath = ("devices", d_index, "password")
-            if pw_path not in secret_paths:
-                yield _clear_secret(issue, pw_path)
+        for t_index, first in _repeats(t.name for t in device_tags):
+            yield issue(("devices", d_index, "tags", t_index, "name"),
+                        repr(device_tags[t_index].name),
+                        f"duplicate tag name in device '{device.id}'; tags[{first}] "
+                        "already uses it")
+        tags[device.id] = {t.name for t in device_tags}
+        pw_path: DataPath = ("devices", d_index, "password")
+        if getattr(device, "password", None) is not None and pw_path not in secret_paths:
+            yield _clear_secret(issue, pw_path)
 
-    seen_assets: dict[str, int] = {}
+    for index, first in _repeats(a.id for a in config.assets):
+        yield issue(("assets", index, "id"), repr(config.assets[index].id),
+                    f"duplicate asset id; assets[{first}] already uses it")
     for a_index, asset in enumerate(config.assets):
-        if asset.id in seen_assets:
-            yield issue(("assets", a_index, "id"), repr(asset.id),
-                        f"duplicate asset id; assets[{seen_assets[asset.id]}] already uses it")
-        seen_assets.setdefault(asset.id, a_index)
         for rel_path, ref in asset.tag_references():
             device_id, tag_name = ref.split(".", 1)
             ref_path: DataPath = ("assets", a_index, *rel_path)
@@ -280,21 +275,27 @@ def _check_references(
                 yield issue(ref_path, repr(ref),
                             f"device '{device_id}' has no tag '{tag_name}'; its tags are: {known}")
 
-    seen_uplinks: dict[str, int] = {}
-    client_ids: dict[str, int] = {}
+    for index, first in _repeats(u.id for u in config.uplinks):
+        yield issue(("uplinks", index, "id"), repr(config.uplinks[index].id),
+                    f"duplicate uplink id; uplinks[{first}] already uses it")
+    for index, _ in _repeats(u.client_id for u in config.uplinks):
+        yield issue(("uplinks", index, "client_id"), repr(config.uplinks[index].client_id),
+                    "two uplinks with one MQTT client id disconnect each other; make them differ")
     for u_index, uplink in enumerate(config.uplinks):
-        if uplink.id in seen_uplinks:
-            yield issue(("uplinks", u_index, "id"), repr(uplink.id),
-                        f"duplicate uplink id; uplinks[{seen_uplinks[uplink.id]}] already uses it")
-        seen_uplinks.setdefault(uplink.id, u_index)
-        if uplink.client_id is not None:
-            if uplink.client_id in client_ids:
-                yield issue(("uplinks", u_index, "client_id"), repr(uplink.client_id),
-                            "two uplinks with one MQTT client id disconnect each other; "
-                            "make them differ")
-            client_ids.setdefault(uplink.client_id, u_index)
         if uplink.password is not None and ("uplinks", u_index, "password") not in secret_paths:
             yield _clear_secret(issue, ("uplinks", u_index, "password"))
+
+
+def _repeats(keys: Iterable[str | None]) -> Iterator[tuple[int, int]]:
+    """(index, index of its first use) for every key seen before; None never repeats."""
+    first: dict[str, int] = {}
+    for index, key in enumerate(keys):
+        if key is None:
+            continue
+        if key in first:
+            yield index, first[key]
+        else:
+            first[key] = index
 
 
 def _clear_secret(issue: Any, path: DataPath) -> ConfigIssue:

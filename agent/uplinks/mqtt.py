@@ -89,9 +89,13 @@ class MqttPublisher:
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = [("event-id", event.id)]
             properties.ContentType = "application/cloudevents+json"
-        info = self._client.publish(self._topics.render(event), event.body,
-                                    qos=self.settings.qos, properties=properties)
         future: asyncio.Future[None] = self._loop.create_future()
+        try:
+            info = self._client.publish(self._topics.render(event), event.body,
+                                        qos=self.settings.qos, properties=properties)
+        except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
+            future.set_exception(UplinkRejected(f"not publishable: {exc}"))
+            return future
         # paho's PUBACK callback reaches us via call_soon_threadsafe, so it can only run
         # after this registration: no race between publish() and the acknowledgement.
         self._waiting[info.mid] = future

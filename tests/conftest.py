@@ -199,6 +199,12 @@ class AgentProcess:
                 self.proc.wait()
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """SIGKILL: no flush, no goodbye; whatever was not committed is gone."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
     def log(self) -> str:
         return self.log_path.read_text() if self.log_path.exists() else ""
 

@@ -63,6 +63,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--state-dir", type=Path, default=None,
                       help="where the demo keeps its buffer (default: a fresh temporary folder)")
+    for name, default in (("opcua", 4840), ("modbus", 5020), ("mqtt", 1883), ("status", 8080)):
+        demo.add_argument(f"--{name}-port", type=int, default=default,
+                          help=f"default {default}")
     add("check-config", _check_config, "Validate a configuration file; print 'ok' or every error.")
     add("schema", _schema, "Print the configuration's JSON Schema.", config=False)
     sim = add("simulate", _simulate, "Serve only the simulated press line.", config=False)
@@ -162,9 +165,12 @@ def _leaves(group: BaseExceptionGroup[Any]) -> list[BaseException]:
 
 def _demo(args: argparse.Namespace) -> int:
     _setup_logging("warning" if args.log_level == "info" else args.log_level)
-    from .demo import run_demo
+    # The demo reports the broker's state on its own lines; the log would say it twice.
+    logging.getLogger("floorlink.mqtt").setLevel(logging.ERROR)
+    from .demo import DemoPorts, run_demo
 
-    return _serve(run_demo(seed=args.seed, state_dir=args.state_dir))
+    ports = DemoPorts(args.opcua_port, args.modbus_port, args.mqtt_port, args.status_port)
+    return _serve(run_demo(seed=args.seed, state_dir=args.state_dir, ports=ports))
 
 
 def _simulate(args: argparse.Namespace) -> int:

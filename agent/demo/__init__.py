@@ -11,12 +11,14 @@ import asyncio
 import contextlib
 import tempfile
 import time
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from ..app import Agent
 from ..events import Event
-from ..settings import load_config_text
+from ..settings import Config, load_config_text
+from ..settings.models import OpcUaDevice
 from ..simulator.servers import run_line
 
 REPORT_INTERVAL = 10.0
@@ -26,20 +28,44 @@ def demo_config_text() -> str:
     return resources.files("agent.demo").joinpath("demo.yaml").read_text("utf-8")
 
 
-async def run_demo(seed: int = 7, state_dir: Path | None = None) -> None:
+@dataclass(frozen=True)
+class DemoPorts:
+    opcua: int = 4840
+    modbus: int = 5020
+    mqtt: int = 1883
+    status: int = 8080
+
+
+def demo_config(state_dir: Path, ports: DemoPorts) -> Config:
+    config = load_config_text(demo_config_text(), "demo.yaml (built in)", state_dir)
+    devices = [
+        d.model_copy(update={"endpoint": f"opc.tcp://127.0.0.1:{ports.opcua}/floorlink/sim"})
+        if isinstance(d, OpcUaDevice) else d.model_copy(update={"port": ports.modbus})
+        for d in config.devices]
+    return config.model_copy(update={
+        "devices": devices,
+        "uplinks": [u.model_copy(update={"port": ports.mqtt}) for u in config.uplinks],
+        "status": config.status.model_copy(update={"port": ports.status}),
+    })
+
+
+async def run_demo(seed: int = 7, state_dir: Path | None = None,
+                   ports: DemoPorts = DemoPorts()) -> None:
     if state_dir is None:
         state_dir = Path(tempfile.mkdtemp(prefix="floorlink-demo-"))
     state_dir.mkdir(parents=True, exist_ok=True)
-    config = load_config_text(demo_config_text(), "demo.yaml (built in)", state_dir)
-    print("floorlink demo: a simulated press line (press-1 over OPC UA :4840, press-2 over "
-          "Modbus TCP :5020)")
+    config = demo_config(state_dir, ports)
+    print(f"floorlink demo: a simulated press line (press-1 over OPC UA :{ports.opcua}, "
+          f"press-2 over Modbus TCP :{ports.modbus})")
     print(f"  buffer  {config.buffer.path}")
     print(f"  status  http://{config.status.bind}:{config.status.port}/status")
     uplink = config.uplinks[0]
     print(f"  events  MQTT {uplink.host}:{uplink.port}, topic {uplink.topic}")
     print("  Ctrl-C stops it.\n", flush=True)
     started = asyncio.Event()
-    line = asyncio.create_task(run_line(seed=seed, started=started), name="simulated line")
+    line = asyncio.create_task(
+        run_line(seed=seed, opcua_port=ports.opcua, modbus_port=ports.modbus, started=started),
+        name="simulated line")
     try:
         await started.wait()
         agent = Agent(config, on_event=print_event)
@@ -79,24 +105,33 @@ def _describe(event: Event) -> str:
 
 
 async def _report_uplink(agent: Agent) -> None:
+    """Say plainly whether the broker is there, how big the backlog is, and when it drained."""
     await agent.ready.wait()
     await asyncio.sleep(3.0)  # give the first connection attempt its chance
     last_connected: bool | None = None
     last_report = 0.0
+    draining = False
     while True:
         health = agent.uplinks[0].health
-        stats = agent.board.buffer
+        stats = await agent.outbox.stats() if agent.outbox else None
         backlog = sum(stats.backlog.get(health.uplink, {}).values()) if stats else 0
         now = time.monotonic()
         if health.connected != last_connected:
             if health.connected:
-                print(f"== MQTT broker {health.target} reached: events are delivered "
-                      f"(backlog {backlog})", flush=True)
+                print(f"== MQTT broker {health.target} reached: delivering "
+                      f"{'the backlog of ' + str(backlog) + ' events and ' if backlog else ''}"
+                      "every new event", flush=True)
+                draining = backlog > 0
             else:
+                port = health.target.rsplit(":", 1)[1]
                 print(f"== MQTT broker {health.target} NOT reachable: buffering every event "
-                      f"in SQLite (backlog {backlog}); start one with `mosquitto -p 1883` "
+                      f"in SQLite (backlog {backlog}); start one with `mosquitto -p {port}` "
                       "and watch it drain", flush=True)
             last_connected, last_report = health.connected, now
+        elif health.connected and draining and backlog == 0:
+            print(f"== backlog drained: {health.delivered} events delivered in order, "
+                  "none lost", flush=True)
+            draining = False
         elif not health.connected and now - last_report >= REPORT_INTERVAL:
             print(f"== still no MQTT broker at {health.target}: backlog {backlog} events, "
                   "none lost", flush=True)

@@ -58,7 +58,10 @@ class Broker:
         conf.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {workdir}/\n"
-            "max_queued_messages 100000\nautosave_interval 1\n")
+            "max_queued_messages 100000\nautosave_interval 1\n"
+            # Started as root, mosquitto would switch to its own user, which cannot enter
+            # pytest's private temporary folders.
+            + ("user root\n" if os.geteuid() == 0 else ""))
         self.conf = conf
 
     def start(self) -> None:

@@ -1,0 +1,152 @@
+"""Drivers against real servers on loopback: values, exceptions, outages and recovery."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from conftest import free_port
+
+from agent.settings.models import ModbusTcpDevice, OpcUaDevice
+from drivers.base import Sample
+from drivers.runner import DeviceHealth, make_driver, run_device
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.batches: list[list[Sample]] = []
+        self.changed = asyncio.Event()
+
+    async def __call__(self, batch: list[Sample]) -> None:
+        self.batches.append(batch)
+        self.changed.set()
+
+    def latest(self) -> dict[str, Sample]:
+        return {s.tag: s for batch in self.batches for s in batch}
+
+    async def wait_for(self, predicate: Any, within: float = 15) -> None:
+        """Wait until `predicate()` holds; re-checked on every batch and every second
+        (device health changes without a batch)."""
+        async with asyncio.timeout(within):
+            while not predicate():
+                self.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.changed.wait(), 1.0)
+
+
+async def start_modbus(port: int, words: list[int]) -> Any:
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    server = ModbusTcpServer(
+        SimDevice(id=1, simdata=[SimData(address=0, count=32, values=0,
+                                         datatype=DataType.REGISTERS)]),
+        address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    await server.async_setValues(1, 16, 0, words)
+    return server
+
+
+async def test_modbus_values_exception_response_outage_and_recovery(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    port = free_port()
+    device = ModbusTcpDevice.model_validate({
+        "id": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
+        "poll_interval": 0.1, "timeout": 0.5,
+        "tags": [{"name": "state", "register": 40001},
+                 {"name": "good", "register": 40002, "type": "uint32"},
+                 {"name": "volts", "register": 40004, "type": "float32", "order": "CDAB"},
+                 {"name": "missing", "register": 40201}]})  # beyond the server's 32 registers
+    server = await start_modbus(port, [3, 0x0001, 0x0002, 0x0000, 0x436E])
+    sink, health = Sink(), DeviceHealth("plc", "modbus_tcp")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health, max_backoff=0.5))
+    try:
+        await sink.wait_for(lambda: "missing" in sink.latest())
+        latest = sink.latest()
+        assert (latest["state"].value, latest["good"].value, latest["volts"].value) == (
+            3, 65538, 238.0)
+        assert latest["state"].after_gap  # first poll after connecting
+        assert latest["missing"].quality == "bad"
+        assert latest["missing"].value is None
+        await sink.wait_for(lambda: len(sink.batches) >= 5)
+        assert not sink.batches[-1][0].after_gap
+        exception_logs = [r for r in caplog.records if "illegal data address" in r.message]
+        assert len(exception_logs) == 1, "a failing tag is logged once, not on every poll"
+        assert "plc.missing" in exception_logs[0].message
+        assert "holding_register 200" in exception_logs[0].message
+        assert health.state == "up"
+
+        await server.shutdown()
+        await sink.wait_for(lambda: health.state == "down")
+        assert health.last_error
+        await asyncio.sleep(1.5)  # several failed reconnects
+        before = len(sink.batches)
+        server = await start_modbus(port, [1, 0, 7, 0, 0])
+        await sink.wait_for(lambda: health.state == "up" and len(sink.batches) > before)
+        assert sink.batches[before][0].after_gap, "the first sample after a gap says so"
+        assert health.reconnects == 1
+        downs = [r for r in caplog.records if "device plc down" in r.message]
+        recoveries = [r for r in caplog.records if "device plc recovered" in r.message]
+        assert (len(downs), len(recoveries)) == (1, 1), "logged once down, once recovered"
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.shutdown()
+
+
+async def start_opcua(port: int, extra_namespaces: int) -> tuple[Any, Any]:
+    from asyncua import Server, ua
+
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/test")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    for n in range(extra_namespaces):  # shifts the index our namespace gets
+        await server.register_namespace(f"urn:test:filler:{n}")
+    idx = await server.register_namespace("urn:test:press")
+    var = await server.nodes.objects.add_variable(ua.NodeId("Press.Count", idx), "Count",
+                                                  ua.Variant(41, ua.VariantType.UInt32))
+    await server.start()
+    return server, var
+
+
+async def test_opcua_namespace_uri_survives_reordering_and_reconnect() -> None:
+    from asyncua import ua
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    port = free_port()
+    device = OpcUaDevice.model_validate({
+        "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
+        "timeout": 2, "publishing_interval": 0.05,
+        "tags": [{"name": "count", "node": "nsu=urn:test:press;s=Press.Count"}]})
+    server, var = await start_opcua(port, extra_namespaces=0)
+    sink, health = Sink(), DeviceHealth("ua", "opcua")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health, max_backoff=0.5))
+    try:
+        await sink.wait_for(lambda: sink.latest().get("count") is not None)
+        assert sink.latest()["count"].value == 41
+        assert sink.latest()["count"].after_gap
+        stamp = datetime(2026, 11, 23, 8, 0, 0, tzinfo=UTC)
+        await var.write_value(ua.DataValue(ua.Variant(42, ua.VariantType.UInt32),
+                                           SourceTimestamp=stamp, ServerTimestamp=stamp))
+        await sink.wait_for(lambda: sink.latest()["count"].value == 42)
+        assert sink.latest()["count"].source_time == stamp.timestamp()  # the PLC's own time
+        await server.stop()
+        await sink.wait_for(lambda: health.state == "down", within=20)
+        # The server comes back with its namespaces in another order.
+        server, var = await start_opcua(port, extra_namespaces=3)
+        await var.write_value(ua.DataValue(ua.Variant(99, ua.VariantType.UInt32)))
+        await sink.wait_for(lambda: health.state == "up"
+                            and sink.latest()["count"].value == 99, within=30)
+        assert sink.latest()["count"].after_gap
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await server.stop()

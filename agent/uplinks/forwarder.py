@@ -9,14 +9,16 @@ events are submitted in commit order, so each asset's order is kept.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable
 
 from buffer import LANES, Outbox, StoredEvent
 from drivers.runner import backoff_delay
 
-from ..errors import UplinkRejected, UplinkUnavailable
+from ..errors import BufferError, UplinkRejected, UplinkUnavailable
 from .base import Uplink
 
 log = logging.getLogger("floorlink.forwarder")
@@ -52,7 +54,15 @@ class Forwarder:
             while True:
                 self._kick.clear()
                 while self.in_flight < self.window:
-                    event = await self._next_event()
+                    try:
+                        event = await self._next_event()
+                    except BufferError as exc:
+                        # The buffer hiccuped (locked, disk trouble): the rows are still
+                        # there, so wait and read again rather than take the agent down.
+                        self._buffer_trouble(exc)
+                        await asyncio.sleep(1.0)
+                        self._kick.set()
+                        break
                     if event is None:
                         break
                     self._in_flight[event.lane][event.position] = False
@@ -96,7 +106,8 @@ class Forwarder:
             except UplinkRejected as exc:
                 log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
                           self.uplink.id, event.id, event.type, exc)
-                await self.outbox.dead_letter(self.uplink.id, event, str(exc))
+                await self._until_written(
+                    functools.partial(self.outbox.dead_letter, self.uplink.id, event, str(exc)))
                 self.uplink.health.dead_lettered += 1
                 break
             except UplinkUnavailable as exc:
@@ -118,4 +129,23 @@ class Forwarder:
     async def _flush_cursors_forever(self) -> None:
         while True:
             await asyncio.sleep(CURSOR_FLUSH_INTERVAL)
-            await self.flush()
+            try:
+                await self.flush()
+            except BufferError as exc:
+                self._buffer_trouble(exc)  # a later flush writes the newer position anyway
+
+    async def _until_written(self, write: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await write()
+                return
+            except BufferError as exc:
+                self._buffer_trouble(exc)
+                await asyncio.sleep(backoff_delay(attempt, cap=10.0))
+                attempt += 1
+
+    def _buffer_trouble(self, exc: BufferError) -> None:
+        if self.uplink.health.last_error != str(exc):
+            log.error("uplink %s: %s", self.uplink.id, exc)
+        self.uplink.health.last_error = str(exc)

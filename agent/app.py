@@ -17,7 +17,7 @@ from buffer import Outbox
 from drivers.base import Sample
 from drivers.runner import DeviceHealth, make_driver, run_device
 
-from .derive import AssetState, DeriveContext, compile_assets
+from .derive import DeriveContext, compile_assets, compile_devices
 from .errors import BufferError
 from .events import Event
 from .pipeline import Pipeline
@@ -30,6 +30,8 @@ from .uplinks.mqtt import MqttPublisher
 log = logging.getLogger("floorlink")
 
 SAMPLE_QUEUE_SIZE = 1000
+STOP_COMMIT_TIMEOUT = 5.0
+STOP_DRAIN_TIMEOUT = 5.0  # well inside systemd's TimeoutStopSec=30
 MAINTENANCE_INTERVAL = 1.0
 
 
@@ -42,6 +44,12 @@ class Agent:
         self.outbox: Outbox | None = None
         self.uplinks: list[Uplink] = []
         self.forwarders: list[Forwarder] = []
+        self.pipeline: Pipeline | None = None
+        self._stop_requested = asyncio.Event()
+
+    def request_stop(self) -> None:
+        """Stop gracefully: confirm production, deliver what can be delivered, then exit."""
+        self._stop_requested.set()
 
     async def run(self) -> None:
         config = self.config
@@ -49,14 +57,13 @@ class Agent:
             config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous)
         status: StatusServer | None = None
         try:
-            specs = compile_assets(config)
             saved = await outbox.load_states()
-            states = {asset: AssetState.from_json(text) for asset, text in saved.items()}
             queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
             ctx = DeriveContext(site=config.site, agent=config.agent.id, epoch=outbox.epoch)
-            pipeline = Pipeline(specs, states, outbox, ctx, queue,
-                                commit_interval=config.buffer.commit_interval,
-                                on_event=self.on_event)
+            self.pipeline = pipeline = Pipeline(
+                compile_assets(config), saved, outbox, ctx, queue,
+                commit_interval=config.buffer.commit_interval, on_event=self.on_event,
+                device_specs=compile_devices(config))
             self.board.assets = pipeline.states
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
             self.forwarders = [Forwarder(u, outbox, _window(s))
@@ -66,16 +73,20 @@ class Agent:
                 status = StatusServer(self.board, config.status.bind, config.status.port)
                 await status.start()
             async with asyncio.TaskGroup() as group:
+                producers = []  # devices and the writer stop first, the forwarders last
                 for device in config.devices:
                     health = DeviceHealth(device.id, device.protocol)
                     self.board.devices.append(health)
-                    group.create_task(run_device(make_driver(device), queue.put, health),
-                                      name=f"device {device.id}")
-                group.create_task(pipeline.run(), name="pipeline")
+                    producers.append(group.create_task(
+                        run_device(make_driver(device), queue.put, health),
+                        name=f"device {device.id}"))
+                producers.append(group.create_task(pipeline.run(), name="pipeline"))
+                others = []
                 for uplink, forwarder in zip(self.uplinks, self.forwarders, strict=True):
                     await uplink.start()
-                    group.create_task(forwarder.run(), name=f"forwarder {uplink.id}")
-                group.create_task(self._maintain(pipeline), name="maintenance")
+                    others.append(group.create_task(forwarder.run(),
+                                                    name=f"forwarder {uplink.id}"))
+                others.append(group.create_task(self._maintain(pipeline), name="maintenance"))
                 self.board.alive = True
                 self.ready.set()
                 notify_systemd("READY=1")
@@ -84,6 +95,17 @@ class Agent:
                          len(config.uplinks),
                          f"http://{config.status.bind}:{config.status.port}"
                          if config.status.enabled else "off")
+                await self._stop_requested.wait()
+                log.info("stopping: confirming production and delivering what is pending")
+                self.board.alive = False
+                notify_systemd("STOPPING=1")
+                for task in producers:
+                    task.cancel()
+                await asyncio.wait(producers)
+                await self._final_confirmation()
+                await self._drain()
+                for task in others:
+                    task.cancel()
         finally:
             self.board.alive = False
             notify_systemd("STOPPING=1")
@@ -101,8 +123,32 @@ class Agent:
                 self.board.buffer_error = str(exc)
             await asyncio.sleep(MAINTENANCE_INTERVAL)
 
+    async def _final_confirmation(self) -> None:
+        # If the disk refuses, the counts stay pending in the committed state and are
+        # confirmed after the restart instead: late, never lost.
+        assert self.pipeline is not None
+        try:
+            await asyncio.wait_for(self.pipeline.stop(), STOP_COMMIT_TIMEOUT)
+        except (BufferError, TimeoutError) as exc:
+            log.warning("final confirmation not committed (%s); it follows after restart", exc)
+
+    async def _drain(self) -> None:
+        """Wait, for a bounded time, until every uplink has acknowledged everything."""
+        assert self.outbox is not None
+        deadline = asyncio.get_running_loop().time() + STOP_DRAIN_TIMEOUT
+        while asyncio.get_running_loop().time() < deadline:
+            try:
+                stats = await self.outbox.stats()
+            except BufferError:
+                return
+            for forwarder in self.forwarders:
+                await forwarder.flush()
+            if not any(sum(lanes.values()) for lanes in stats.backlog.values()):
+                return
+            await asyncio.sleep(0.1)
+        log.info("stopping with events still buffered; they are sent after the next start")
+
     async def _shutdown(self, status: StatusServer | None) -> None:
-        # Shield the tidy-up from the cancellation that brought us here.
         for forwarder in self.forwarders:
             with contextlib.suppress(BufferError):
                 await forwarder.flush()

@@ -15,7 +15,7 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -124,17 +124,30 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     from .app import Agent
 
-    return _serve(Agent(config).run())
+    agent = Agent(config)
+    return _serve(agent.run(), graceful=agent.request_stop)
 
 
-def _serve(main_coroutine: Coroutine[Any, Any, None]) -> int:
-    """Run until SIGTERM/SIGINT, then cancel everything and wait for it to unwind."""
+def _serve(main_coroutine: Coroutine[Any, Any, None],
+           graceful: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT. The first signal asks for a graceful stop where there is
+    one; a second one (or the only one, without) cancels everything and unwinds."""
 
     async def supervised() -> None:
         task = asyncio.ensure_future(main_coroutine)
         loop = asyncio.get_running_loop()
+        asked = False
+
+        def on_signal() -> None:
+            nonlocal asked
+            if graceful is not None and not asked:
+                asked = True
+                graceful()
+            else:
+                task.cancel()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, on_signal)
         try:
             await task
         except asyncio.CancelledError:

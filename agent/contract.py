@@ -58,6 +58,23 @@ DATA: dict[str, dict[str, Any]] = {
             "work_order": TEXT,
             "start_estimated": {"type": "boolean"},
             "end_estimated": {"type": "boolean"},
+            "reason_changes": {
+                "type": "array",
+                "description": "Reason codes that came up while the downtime lasted, in order.",
+                "items": {"type": "object", "required": ["at", "reason_code", "reason"],
+                          "properties": {"at": TIME, "reason_code": {"type": ["integer", "null"]},
+                                         "reason": {"type": "string"}}},
+            },
+        },
+    },
+    "downtime.micro_stop": {
+        "required": ["started_at", "ended_at", "duration_s", "reason_code", "reason",
+                     "work_order"],
+        "properties": {
+            "started_at": TIME, "ended_at": TIME,
+            "duration_s": {"type": "number", "minimum": 0},
+            "reason_code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
+            "work_order": TEXT,
         },
     },
     "production.confirmed": {
@@ -76,6 +93,10 @@ DATA: dict[str, dict[str, Any]] = {
             "interval_end": TIME,
             "estimated": {"type": "boolean", "description":
                           "True when a counter reset fell in a gap the agent could not see."},
+            "trigger": {"enum": ["interval", "work_order_change", "shift_change", "stop"]},
+            "micro_stops": {"type": "integer", "minimum": 0,
+                            "description": "Micro-stops in the interval (when summarised)."},
+            "micro_stop_s": {"type": "number", "minimum": 0},
         },
     },
     "quality.hold_raised": {
@@ -95,6 +116,7 @@ DATA: dict[str, dict[str, Any]] = {
             "fault_code": {"type": ["integer", "null"]}, "reason": {"type": "string"},
             "occurrences": {"type": "integer", "minimum": 1}, "first_seen": TIME,
             "work_order": TEXT,
+            "trigger": {"enum": ["persists", "repeats"]},
         },
     },
     "counters.snapshot": {
@@ -107,7 +129,8 @@ DATA: dict[str, dict[str, Any]] = {
     "telemetry": {
         "required": ["tag", "value", "quality"],
         "properties": {
-            "tag": {"type": "string"}, "value": {},
+            "tag": {"type": "string", "description": "'<device>.<tag>'"},
+            "device": {"type": "string"}, "name": {"type": "string"}, "value": {},
             "quality": {"enum": ["good", "uncertain", "bad"]},
         },
     },

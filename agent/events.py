@@ -33,6 +33,7 @@ EVENT_LANES: dict[str, Lane] = {
     "machine.state_changed": Lane.BUSINESS,
     "downtime.started": Lane.BUSINESS,
     "downtime.ended": Lane.BUSINESS,
+    "downtime.micro_stop": Lane.BUSINESS,
     "production.confirmed": Lane.BUSINESS,
     "quality.hold_raised": Lane.HOLD,
     "quality.hold_released": Lane.HOLD,

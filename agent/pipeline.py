@@ -18,7 +18,18 @@ from buffer import Outbox
 from drivers.base import Sample
 from drivers.runner import backoff_delay
 
-from .derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
+from .derive import (
+    AssetSpec,
+    AssetState,
+    DeriveContext,
+    DeviceSpec,
+    DeviceState,
+    apply_device_samples,
+    apply_device_tick,
+    apply_samples,
+    apply_stop,
+    apply_tick,
+)
 from .errors import BufferError
 from .events import Event
 
@@ -26,17 +37,26 @@ log = logging.getLogger("floorlink.pipeline")
 
 TICK_INTERVAL = 0.2
 MAX_BATCHES_PER_COMMIT = 200
+DEVICE_KEY = "device:"  # device states share the table with assets; ':' is no identifier
 
 
 class Pipeline:
-    def __init__(self, specs: list[AssetSpec], states: dict[str, AssetState], outbox: Outbox,
+    def __init__(self, specs: list[AssetSpec], saved: dict[str, str], outbox: Outbox,
                  ctx: DeriveContext, queue: asyncio.Queue[list[Sample]],
                  commit_interval: float = 0.05,
                  on_event: Callable[[Event], None] | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 device_specs: list[DeviceSpec] | None = None) -> None:
         self.specs = specs
-        self.states = {spec.id: states.get(spec.id, AssetState()) for spec in specs}
+        self.device_specs = device_specs or []
+        self.states = {spec.id: AssetState.from_json(saved[spec.id]) if spec.id in saved
+                       else AssetState() for spec in specs}
+        self.device_states = {
+            spec.id: DeviceState.from_json(saved[DEVICE_KEY + spec.id])
+            if DEVICE_KEY + spec.id in saved else DeviceState() for spec in self.device_specs}
         self._committed_json = {asset: st.to_json() for asset, st in self.states.items()}
+        self._committed_json.update({DEVICE_KEY + d: st.to_json()
+                                     for d, st in self.device_states.items()})
         self.outbox = outbox
         self.ctx = ctx
         self.queue = queue
@@ -48,8 +68,9 @@ class Pipeline:
         self.last_error: str | None = None
         self._routes: dict[str, list[AssetSpec]] = {}
         for spec in specs:
-            for ref in spec.roles:
+            for ref in {*spec.roles, *spec.telemetry}:
                 self._routes.setdefault(ref, []).append(spec)
+        self._device_routes = {spec.id: spec for spec in self.device_specs}
 
     async def run(self) -> None:
         while True:
@@ -72,30 +93,60 @@ class Pipeline:
         """Derive from `batches` (and the passing of time), then commit atomically."""
         now = self.clock()
         states = dict(self.states)
+        device_states = dict(self.device_states)
         events: list[Event] = []
         for batch in batches:
             per_asset: dict[str, list[Sample]] = {}
+            per_device: dict[str, list[Sample]] = {}
             for sample in batch:
                 for spec in self._routes.get(f"{sample.device}.{sample.tag}", ()):
                     per_asset.setdefault(spec.id, []).append(sample)
+                if sample.device in self._device_routes:
+                    per_device.setdefault(sample.device, []).append(sample)
             for spec in self.specs:
                 if spec.id in per_asset:
                     states[spec.id], produced = apply_samples(
                         spec, states[spec.id], per_asset[spec.id], now, self.ctx)
                     events.extend(produced)
+            for device, samples in per_device.items():
+                device_spec = self._device_routes[device]
+                device_states[device], produced = apply_device_samples(
+                    device_spec, device_states[device], samples, now, self.ctx)
+                events.extend(produced)
         for spec in self.specs:
             states[spec.id], produced = apply_tick(spec, states[spec.id], now, self.ctx)
             events.extend(produced)
-        changed = {asset: st.to_json() for asset, st in states.items()}
-        changed = {a: j for a, j in changed.items() if j != self._committed_json.get(a)}
+        for device_spec in self.device_specs:
+            device_states[device_spec.id], produced = apply_device_tick(
+                device_spec, device_states[device_spec.id], now, self.ctx)
+            events.extend(produced)
+        await self._commit(states, device_states, events)
+        return events
+
+    async def stop(self) -> list[Event]:
+        """On a clean stop: confirm what was produced, so the ERP is current."""
+        now = self.clock()
+        states = dict(self.states)
+        events: list[Event] = []
+        for spec in self.specs:
+            states[spec.id], produced = apply_stop(spec, states[spec.id], now, self.ctx)
+            events.extend(produced)
+        await self._commit(states, dict(self.device_states), events)
+        return events
+
+    async def _commit(self, states: dict[str, AssetState], device_states: dict[str, DeviceState],
+                      events: list[Event]) -> None:
+        snapshot = {asset: st.to_json() for asset, st in states.items()}
+        snapshot.update({DEVICE_KEY + d: st.to_json() for d, st in device_states.items()})
+        changed = {key: text for key, text in snapshot.items()
+                   if text != self._committed_json.get(key)}
         if events or changed:
             await self._commit_until_done(events, changed)
-        self.states = states
+        self.states, self.device_states = states, device_states
         self._committed_json.update(changed)
         if self.on_event:
             for event in events:
                 self.on_event(event)
-        return events
 
     async def _commit_until_done(self, events: list[Event], states: dict[str, str]) -> None:
         attempt = 0

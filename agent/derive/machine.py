@@ -1,14 +1,25 @@
-"""Samples and time in, events and new asset state out. No I/O, no clock reads.
+"""Samples and time in, events and new state out. No I/O, no clock reads.
 
 Every transition of an asset lives in this module:
 
-    machine state   any --code maps to another state--> state_changed
-    downtime        none --enter down--> pending --past micro-stop--> open (downtime.started)
-                    pending --leave down before threshold--> none   (a micro-stop: no downtime)
-                    open --leave down--> none (downtime.ended)
+    machine state   a new code must hold `min_dwell` before it counts, then: state_changed
+    downtime        none --enter a down state--> pending
+                    pending --past micro_stop--> open (downtime.started, true start time)
+                    pending --leave before micro_stop--> none: a micro-stop, reported,
+                                                         summarised or ignored as configured
+                    open --reason code changes--> open (recorded in reason_changes)
+                    open --leave the down states--> none (downtime.ended)
     quality hold    clear --flag set--> held (hold_raised) --flag cleared--> clear (hold_released)
-    production      counter deltas accumulate; confirmed every interval and on a work-order
-                    change, with quantities since the last confirmation and work-order totals
+                    held --lot changes--> released for the old lot, raised for the new one
+    production      counter deltas accumulate; confirmed every interval, at shift starts, on a
+                    work-order change and on a clean stop, with quantities since the last
+                    confirmation and work-order totals
+    counters        first value = baseline; a drop is a plausible rollover or a reset (policy);
+                    what could not be seen (a drop across a gap) is flagged estimated;
+                    counters.snapshot with absolute values at an interval
+    maintenance     a fault code lasting `fault_persists`, or occurring `fault_repeats` times
+                    within `repeat_window`: maintenance.requested
+    telemetry       per tag, on change past a deadband, or every interval
 
 Within one batch, context tags (reason, lot, ...) are applied first, then counters, then the
 work order, then state and hold edges, so an edge always sees the context that came with it.
@@ -18,16 +29,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from drivers.base import Sample
 
 from ..events import EVENT_LANES, Event, format_time, new_event_id, source_uri
-from .spec import ROLE_ORDER, AssetSpec
-from .state import AssetState, OpenDowntime, OpenHold
+from .spec import ROLE_ORDER, AssetSpec, DeviceSpec, TelemetryPolicy
+from .state import (
+    AssetState,
+    DeviceState,
+    OpenDowntime,
+    OpenHold,
+    ReasonChange,
+    TelemetryMemory,
+)
 
 UNKNOWN_STATE = "unknown"
 ROLLOVER_MIN_STEP = 10
+_iso = format_time
 
 
 @dataclass(frozen=True)
@@ -39,32 +60,45 @@ class DeriveContext:
 
 
 class _Emitter:
-    def __init__(self, spec: AssetSpec, state: AssetState, ctx: DeriveContext) -> None:
-        self.spec, self.state, self.ctx = spec, state, ctx
+    def __init__(self, subject: str, sequences: dict[str, int], ctx: DeriveContext) -> None:
+        self.subject, self.sequences, self.ctx = subject, sequences, ctx
         self.events: list[Event] = []
-        self.source = source_uri(ctx.site, ctx.agent, spec.id)
+        self.source = source_uri(ctx.site, ctx.agent, subject)
+        self.batch_hold: bool | None = None  # the hold flag's value in this batch, if any
 
     def emit(self, short_type: str, time: float, data: dict[str, Any],
              event_id: str | None = None) -> Event:
         lane = EVENT_LANES[short_type]
-        sequence = self.state.sequences.get(lane.label, 0) + 1
-        self.state.sequences[lane.label] = sequence
+        sequence = self.sequences.get(lane.label, 0) + 1
+        self.sequences[lane.label] = sequence
         event = Event(
             id=event_id or self.ctx.new_id(), type=short_type, source=self.source,
-            subject=self.spec.id, time=time, lane=lane, sequence=sequence,
+            subject=self.subject, time=time, lane=lane, sequence=sequence,
             epoch=self.ctx.epoch, data=data,
         )
         self.events.append(event)
         return event
 
 
+# ================================================================== entry points
+
+
 def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now: float,
                   ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     new = state.copy()
-    out = _Emitter(spec, new, ctx)
-    relevant = [(spec.roles[f"{s.device}.{s.tag}"], s) for s in samples
-                if f"{s.device}.{s.tag}" in spec.roles and s.quality == "good"]
+    out = _Emitter(spec.id, new.sequences, ctx)
+    _rebaseline_changed_counters(spec, new)
+    relevant: list[tuple[str, Sample]] = []
+    for sample in samples:
+        ref = f"{sample.device}.{sample.tag}"
+        if ref in spec.telemetry:
+            _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
+        if ref in spec.roles and sample.quality == "good":  # bad quality never moves state
+            relevant.append((spec.roles[ref], sample))
     relevant.sort(key=lambda pair: ROLE_ORDER.index(pair[0]))
+    for role, sample in relevant:
+        if role == "hold":
+            out.batch_hold = _as_flag(sample.value)
     for role, sample in relevant:
         _HANDLERS[role](spec, new, sample, now, out)
     _check_timers(spec, new, now, out)
@@ -74,25 +108,68 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
 def apply_tick(spec: AssetSpec, state: AssetState, now: float,
                ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     new = state.copy()
-    out = _Emitter(spec, new, ctx)
+    out = _Emitter(spec.id, new.sequences, ctx)
     _check_timers(spec, new, now, out)
     return new, out.events
 
 
-# ------------------------------------------------------------------ context
+def apply_stop(spec: AssetSpec, state: AssetState, now: float,
+               ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
+    """A clean stop confirms what was produced; open downtimes and holds carry on."""
+    new = state.copy()
+    out = _Emitter(spec.id, new.sequences, ctx)
+    if new.interval_start is not None:
+        _confirm(spec, new, now, out, "stop")
+    return new, out.events
+
+
+def apply_device_samples(spec: DeviceSpec, state: DeviceState, samples: list[Sample],
+                         now: float, ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
+    """Telemetry of tags no asset uses; the device is the subject."""
+    new = DeviceState.from_json(state.to_json())
+    out = _Emitter(spec.id, new.sequences, ctx)
+    for sample in samples:
+        ref = f"{sample.device}.{sample.tag}"
+        if ref in spec.telemetry:
+            _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
+    _telemetry_timers(spec.telemetry, new.telemetry, now, out)
+    return new, out.events
+
+
+def apply_device_tick(spec: DeviceSpec, state: DeviceState, now: float,
+                      ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
+    return apply_device_samples(spec, state, [], now, ctx)
+
+
+# ================================================================== context
 
 
 def _on_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
     code = _as_int(s.value)
-    st.reason_code = code
-    # A fault code often lands a poll after the state: fill in an unknown reason, keep a known one.
-    if st.downtime and not st.downtime.reason_code and code:
-        st.downtime.reason_code = code
-        st.downtime.reason = _reason_text(spec, code)
+    previous, st.reason_code = st.reason_code, code
+    downtime = st.downtime
+    if downtime is not None and code:
+        current = downtime.reason_changes[-1].reason_code if downtime.reason_changes \
+            else downtime.reason_code
+        if not downtime.reason_code and not downtime.reason_changes:
+            # A fault code often lands a poll after the state: fill in the unknown reason.
+            downtime.reason_code, downtime.reason = code, _reason_text(spec, code)
+        elif code != current:
+            downtime.reason_changes.append(
+                ReasonChange(s.source_time, code, _reason_text(spec, code)))
+    if code != previous:
+        _fault_changed(spec, st, code, s.source_time, now, out)
 
 
 def _on_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    st.lot = _as_text(s.value)
+    lot = _as_text(s.value)
+    hold = st.hold
+    if hold is not None and lot != hold.lot and out.batch_hold is not False:
+        # The material under hold changed: the old lot's hold ends, the new lot's begins.
+        _release_hold(st, s.source_time, out)
+        st.lot = lot
+        _raise_hold(st, s.source_time, out)
+    st.lot = lot
 
 
 def _on_hold_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float,
@@ -106,39 +183,63 @@ def _on_hold_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float,
 
 def _on_hold_quantity(spec: AssetSpec, st: AssetState, s: Sample, now: float,
                       out: _Emitter) -> None:
-    st.hold_quantity = float(s.value) if isinstance(s.value, int | float) else None
+    is_number = isinstance(s.value, int | float) and not isinstance(s.value, bool)
+    st.hold_quantity = float(s.value) if is_number else None  # type: ignore[arg-type]
 
 
-# ------------------------------------------------------------------ counters
+# ================================================================== counters
+
+
+def _rebaseline_changed_counters(spec: AssetSpec, st: AssetState) -> None:
+    """A counter now read from another tag starts afresh: never diff two different tags."""
+    for role in ("good", "scrap"):
+        tag = spec.counter_tag(role)
+        if tag is None:
+            continue
+        if st.counter_tags.get(role) not in (None, tag):
+            st.counter_last.pop(role, None)
+            st.counter_max_step.pop(role, None)
+        st.counter_tags[role] = tag
 
 
 def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
     role = spec.roles[f"{s.device}.{s.tag}"]
     value = _as_int(s.value)
-    if value is None:
+    if value is None or value < 0:
         return
     last = st.counter_last.get(role)
     st.counter_last[role] = value
     if st.interval_start is None:
         st.interval_start = now
     if last is None:
-        return  # the first value is a baseline: what was produced before it is not ours to count
+        return  # the first value is a baseline: what was made before it is not ours to count
     if value >= last:
         delta = value - last
         if not s.after_gap:
             st.counter_max_step[role] = max(st.counter_max_step.get(role, 0), delta)
     else:
-        # A drop is a rollover only if the increment it implies is plausible, i.e. close
-        # to the steps seen so far; otherwise the PLC reset its count to zero.
-        modulus = spec.counter_modulus.get(role)
-        plausible = max(4 * st.counter_max_step.get(role, 0), ROLLOVER_MIN_STEP)
-        if not s.after_gap and modulus and modulus - last + value <= plausible:
-            delta = modulus - last + value  # rollover seen: exact
-        else:
-            delta = value  # reset to zero seen: exact
-        if s.after_gap:
-            st.pending_estimated = True  # whatever happened in the gap, we did not see it
+        delta = _counter_drop(spec, st, role, last, value, s.after_gap)
     st.pending[role] += delta * spec.parts_per_cycle
+
+
+def _counter_drop(spec: AssetSpec, st: AssetState, role: str, last: int, value: int,
+                  after_gap: bool) -> int:
+    """How many parts a counter that went from `last` down to `value` stands for."""
+    plausible = max(4 * st.counter_max_step.get(role, 0), ROLLOVER_MIN_STEP)
+    modulus = spec.counter_modulus.get(role)
+    if after_gap:
+        # A reset, or rollovers, happened while we could not see: count the lower bound.
+        st.pending_estimated = True
+        return value if spec.on_reset != "ignore" else 0
+    if modulus and modulus - last + value <= plausible:
+        return modulus - last + value  # a rollover, seen: exact
+    if spec.on_reset == "ignore":
+        st.pending_estimated = True
+        return 0
+    if spec.on_reset == "estimate" or value > plausible:
+        # Policy says so, or the value is too far from zero to be sure it was a reset.
+        st.pending_estimated = True
+    return value  # a reset to zero, seen: the new value was made since
 
 
 def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
@@ -147,18 +248,19 @@ def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
     if order == st.work_order:
         return
     if st.work_order is not None or st.totals_work_order is not None:
-        _confirm(spec, st, now, out)
+        _confirm(spec, st, now, out, "work_order_change")  # what came before is the old order's
     st.work_order = order
     st.totals_work_order = order
     st.totals = {"good": 0, "scrap": 0}
 
 
-def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) -> None:
+def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger: str) -> None:
     good, scrap = st.pending["good"], st.pending["scrap"]
-    if good or scrap:
+    summarise = spec.micro_stops == "summarize"
+    if good or scrap or (summarise and st.micro_stops):
         st.totals["good"] += good
         st.totals["scrap"] += scrap
-        out.emit("production.confirmed", now, {
+        data: dict[str, Any] = {
             "work_order": st.totals_work_order,
             "good": good,
             "scrap": scrap,
@@ -168,59 +270,112 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) -> None
             "interval_start": _iso(st.interval_start if st.interval_start is not None else now),
             "interval_end": _iso(now),
             "estimated": st.pending_estimated,
-        })
+            "trigger": trigger,
+        }
+        if summarise:
+            data["micro_stops"] = st.micro_stops
+            data["micro_stop_s"] = round(st.micro_stop_s, 3)
+        out.emit("production.confirmed", now, data)
+        st.micro_stops, st.micro_stop_s = 0, 0.0
     st.pending = {"good": 0, "scrap": 0}
     st.pending_estimated = False
     st.interval_start = now
 
 
-# ------------------------------------------------------------------ machine state and downtime
+# ================================================================== machine state and downtime
 
 
 def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
     code = _as_int(s.value)
     name = spec.state_map.get(code, UNKNOWN_STATE) if code is not None else UNKNOWN_STATE
+    estimated = s.after_gap or st.machine_state is None
     if name == st.machine_state:
         st.state_code = code
+        st.candidate_state = None  # a chatter that went back: nothing happened
         return
+    if spec.min_dwell <= 0:
+        _enter_state(spec, st, name, code, s.source_time, estimated, now, out)
+        return
+    if st.candidate_state != name:
+        st.candidate_state, st.candidate_code = name, code
+        st.candidate_since, st.candidate_estimated = s.source_time, estimated
+        st.candidate_seen_locally = now
+    if st.candidate_since is not None and s.source_time - st.candidate_since >= spec.min_dwell:
+        _enter_candidate(spec, st, out)
+
+
+def _enter_candidate(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
+    assert st.candidate_state is not None
+    assert st.candidate_since is not None
+    _enter_state(spec, st, st.candidate_state, st.candidate_code, st.candidate_since,
+                 st.candidate_estimated, st.candidate_seen_locally or st.candidate_since, out)
+
+
+def _enter_state(spec: AssetSpec, st: AssetState, name: str, code: int | None, at: float,
+                 estimated: bool, seen_locally: float, out: _Emitter) -> None:
     previous, since = st.machine_state, st.state_since
-    out.emit("machine.state_changed", s.source_time, {
+    out.emit("machine.state_changed", at, {
         "state": name,
         "previous_state": previous,
-        "previous_duration_s": _round(s.source_time - since) if since is not None else None,
+        "previous_duration_s": _round(at - since) if since is not None else None,
         "code": code,
     })
     was_down = previous in spec.down_states
     is_down = name in spec.down_states
     if is_down and not was_down:
-        st.down_since = s.source_time
-        st.down_since_estimated = s.after_gap or previous is None
-        st.down_seen_locally = now
+        st.down_since, st.down_since_estimated = at, estimated
+        st.down_seen_locally = seen_locally
     elif was_down and not is_down:
-        _leave_down(spec, st, s, out)
-    st.machine_state, st.state_code, st.state_since = name, code, s.source_time
+        _leave_down(spec, st, at, estimated and previous is not None, out)
+    st.machine_state, st.state_code, st.state_since = name, code, at
+    st.candidate_state = st.candidate_code = st.candidate_since = None
+    st.candidate_seen_locally = None
+    if is_down and not was_down and spec.micro_stop <= 0:
+        _start_downtime(spec, st, out)
 
 
-def _leave_down(spec: AssetSpec, st: AssetState, s: Sample, out: _Emitter) -> None:
-    long_enough = st.down_since is not None and s.source_time - st.down_since >= spec.micro_stop
-    if st.downtime is None and long_enough:
-        _start_downtime(spec, st, out)  # long enough but seen late: report it whole
+def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
+                out: _Emitter) -> None:
+    if st.downtime is None and st.down_since is not None:
+        if at - st.down_since >= spec.micro_stop:
+            _start_downtime(spec, st, out)  # long enough but seen late: report it whole
+        else:
+            _micro_stop(spec, st, at, out)
     if st.downtime is not None:
         dt = st.downtime
-        out.emit("downtime.ended", s.source_time, {
+        out.emit("downtime.ended", at, {
             "downtime_id": dt.id,
             "started_at": _iso(dt.started_at),
-            "ended_at": _iso(s.source_time),
-            "duration_s": _round(s.source_time - dt.started_at),
+            "ended_at": _iso(at),
+            "duration_s": _round(at - dt.started_at),
             "reason_code": dt.reason_code,
             "reason": dt.reason,
             "work_order": dt.work_order,
             "start_estimated": dt.start_estimated,
-            "end_estimated": s.after_gap,
+            "end_estimated": end_estimated,
+            "reason_changes": [{"at": _iso(c.at), "reason_code": c.reason_code,
+                                "reason": c.reason} for c in dt.reason_changes],
         })
     st.downtime = None
     st.down_since = None
     st.down_seen_locally = None
+
+
+def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> None:
+    assert st.down_since is not None
+    duration = at - st.down_since
+    if spec.micro_stops == "summarize":
+        st.micro_stops += 1
+        st.micro_stop_s += duration
+    elif spec.micro_stops == "report":
+        out.emit("downtime.micro_stop", st.down_since, {
+            "started_at": _iso(st.down_since),
+            "ended_at": _iso(at),
+            "duration_s": _round(duration),
+            "reason_code": st.reason_code or None,
+            "reason": _reason_text(spec, st.reason_code),
+            "work_order": st.work_order,
+        })
 
 
 def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
@@ -241,38 +396,176 @@ def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
     }, event_id=event_id)
 
 
+# ================================================================== maintenance
+
+
+def _fault_changed(spec: AssetSpec, st: AssetState, code: int | None, at: float, now: float,
+                   out: _Emitter) -> None:
+    st.fault_requested = False
+    if not code:
+        st.fault_since = st.fault_seen_locally = None
+        return
+    st.fault_since, st.fault_seen_locally = at, now
+    if spec.fault_repeats is None:
+        return
+    history = [t for t in st.fault_history.get(str(code), []) if at - t < spec.repeat_window]
+    history.append(at)
+    st.fault_history[str(code)] = history
+    if len(history) >= spec.fault_repeats:
+        _request_maintenance(spec, st, code, len(history), history[0], "repeats", out, at)
+        st.fault_history[str(code)] = []  # the next request needs as many new occurrences
+    # Keep the history small: codes whose window has passed are forgotten.
+    st.fault_history = {c: ts for c, ts in st.fault_history.items()
+                        if ts and at - ts[-1] < spec.repeat_window}
+
+
+def _request_maintenance(spec: AssetSpec, st: AssetState, code: int, occurrences: int,
+                         first_seen: float, trigger: str, out: _Emitter, at: float) -> None:
+    out.emit("maintenance.requested", at, {
+        "fault_code": code,
+        "reason": _reason_text(spec, code),
+        "occurrences": occurrences,
+        "first_seen": _iso(first_seen),
+        "work_order": st.work_order,
+        "trigger": trigger,
+    })
+
+
+# ================================================================== timers
+
+
 def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) -> None:
+    if st.candidate_state is not None and st.candidate_seen_locally is not None and (
+            now - st.candidate_seen_locally >= spec.min_dwell):
+        _enter_candidate(spec, st, out)
     pending = st.downtime is None and st.down_since is not None
     if pending and st.down_seen_locally is not None and (
             now - st.down_seen_locally >= spec.micro_stop):
         _start_downtime(spec, st, out)
+    if (spec.fault_persists is not None and st.reason_code and not st.fault_requested
+            and st.fault_seen_locally is not None and st.fault_since is not None
+            and now - st.fault_seen_locally >= spec.fault_persists):
+        occurrences = len(st.fault_history.get(str(st.reason_code), [])) or 1
+        _request_maintenance(spec, st, st.reason_code, occurrences, st.fault_since, "persists",
+                             out, now)
+        st.fault_requested = True
+    if spec.shifts:
+        boundary = last_shift_start(spec, now)
+        if st.last_shift_boundary is None:
+            st.last_shift_boundary = boundary
+        elif boundary > st.last_shift_boundary:
+            st.last_shift_boundary = boundary
+            if st.interval_start is not None:
+                _confirm(spec, st, now, out, "shift_change")
     if st.interval_start is not None and now - st.interval_start >= spec.interval:
-        _confirm(spec, st, now, out)
+        _confirm(spec, st, now, out, "interval")
+    if spec.snapshot_interval and st.counter_last and (
+            st.last_snapshot is None or now - st.last_snapshot >= spec.snapshot_interval):
+        out.emit("counters.snapshot", now, {"counters": dict(st.counter_last),
+                                            "work_order": st.work_order})
+        st.last_snapshot = now
+    _telemetry_timers(spec.telemetry, st.telemetry, now, out)
 
 
-# ------------------------------------------------------------------ quality hold
+def last_shift_start(spec: AssetSpec, now: float) -> float:
+    """The latest configured shift start at or before `now`, in the asset's time zone.
+
+    Wall-clock times are turned into instants by zoneinfo, so daylight-saving changes are
+    right: a start inside the spring-forward gap happens at the instant the clock skips
+    to; one in the repeated autumn hour happens at its first occurrence.
+    """
+    zone = ZoneInfo(spec.timezone)
+    today = datetime.fromtimestamp(now, zone).date()
+    starts = [datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()
+              for day in (today - timedelta(days=1), today) for hour, minute in spec.shifts]
+    return max(t for t in starts if t <= now)
+
+
+# ================================================================== quality hold
 
 
 def _on_hold(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    active = bool(s.value) if not isinstance(s.value, str) else s.value not in ("", "0", "false")
+    active = _as_flag(s.value)
     st.hold_active = active
     if active and st.hold is None:
-        hold_id = out.ctx.new_id()
-        st.hold = OpenHold(id=hold_id, raised_at=s.source_time, lot=st.lot,
-                           reason=st.hold_reason, quantity=st.hold_quantity,
-                           work_order=st.work_order)
-        out.emit("quality.hold_raised", s.source_time, _hold_data(st.hold), event_id=hold_id)
+        _raise_hold(st, s.source_time, out)
     elif not active and st.hold is not None:
-        data = _hold_data(st.hold)
-        data["raised_at"] = _iso(st.hold.raised_at)
-        out.emit("quality.hold_released", s.source_time, data)
-        st.hold = None
+        _release_hold(st, s.source_time, out)
+
+
+def _raise_hold(st: AssetState, at: float, out: _Emitter) -> None:
+    hold_id = out.ctx.new_id()
+    st.hold = OpenHold(id=hold_id, raised_at=at, lot=st.lot, reason=st.hold_reason,
+                       quantity=st.hold_quantity, work_order=st.work_order)
+    out.emit("quality.hold_raised", at, _hold_data(st.hold), event_id=hold_id)
+
+
+def _release_hold(st: AssetState, at: float, out: _Emitter) -> None:
+    assert st.hold is not None
+    data = _hold_data(st.hold)
+    data["raised_at"] = _iso(st.hold.raised_at)
+    out.emit("quality.hold_released", at, data)
+    st.hold = None
 
 
 def _hold_data(hold: OpenHold) -> dict[str, Any]:
     return {"hold_id": hold.id, "lot": hold.lot, "reason": hold.reason,
             "quantity": hold.quantity, "work_order": hold.work_order}
 
+
+# ================================================================== telemetry
+
+
+def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMemory], ref: str,
+                         s: Sample, out: _Emitter) -> None:
+    mem = memory.setdefault(ref, TelemetryMemory())
+    mem.seen, mem.value, mem.quality = True, s.value, s.quality
+    if not policy.on_change:
+        return
+    if mem.published and mem.published_at is not None and (
+            s.source_time - mem.published_at < policy.min_interval):
+        return
+    if mem.published and mem.published_quality == s.quality and not _moved(
+            policy, mem.published_value, s.value):
+        return
+    _publish(mem, ref, s.value, s.quality, s.source_time, out)
+    mem.published_at = s.source_time
+
+
+def _telemetry_timers(policies: dict[str, TelemetryPolicy], memory: dict[str, TelemetryMemory],
+                      now: float, out: _Emitter) -> None:
+    for ref, policy in policies.items():
+        mem = memory.get(ref)
+        if policy.every is None or mem is None or not mem.seen:
+            continue
+        if mem.every_at is None or now - mem.every_at >= policy.every:
+            _publish(mem, ref, mem.value, mem.quality, now, out)
+            mem.every_at = now
+
+
+def _publish(mem: TelemetryMemory, ref: str, value: Any, quality: str, at: float,
+             out: _Emitter) -> None:
+    device, tag = ref.split(".", 1)
+    out.emit("telemetry", at, {"tag": ref, "device": device, "name": tag, "value": value,
+                               "quality": quality})
+    mem.published, mem.published_value, mem.published_quality = True, value, quality
+
+
+def _moved(policy: TelemetryPolicy, old: Any, new: Any) -> bool:
+    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
+    if not numbers:
+        return bool(old != new)
+    change = abs(new - old)
+    if policy.deadband is not None and change <= policy.deadband:
+        return False
+    if policy.deadband_percent is not None:
+        if old == 0:
+            return bool(new != 0)
+        return bool(change / abs(old) * 100 > policy.deadband_percent)
+    return bool(change > 0)
+
+
+# ================================================================== dispatch and helpers
 
 _HANDLERS: dict[str, Callable[[AssetSpec, AssetState, Sample, float, _Emitter], None]] = {
     "reason": _on_reason,
@@ -285,9 +578,6 @@ _HANDLERS: dict[str, Callable[[AssetSpec, AssetState, Sample, float, _Emitter], 
     "state": _on_state,
     "hold": _on_hold,
 }
-
-
-# ------------------------------------------------------------------ helpers
 
 
 def _reason_text(spec: AssetSpec, code: int | None) -> str:
@@ -306,6 +596,12 @@ def _as_int(value: object) -> int | None:
     return None
 
 
+def _as_flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "off", "no")
+    return bool(value)
+
+
 def _as_text(value: object) -> str | None:
     if value is None:
         return None
@@ -315,6 +611,3 @@ def _as_text(value: object) -> str | None:
 
 def _round(seconds: float) -> float:
     return round(seconds, 3)
-
-
-_iso = format_time

@@ -1,18 +1,26 @@
-"""What derivation needs to know about one asset, compiled once from the config."""
+"""What derivation needs to know, compiled once from the config."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..settings.models import DOWN_STATES, Asset, Config, ModbusTcpDevice
+from ..settings.models import Asset, Config, ModbusTcpDevice, TagBase
 
 # Roles a tag can play for an asset; context roles are applied before edges.
 CONTEXT_ROLES = ("reason", "lot", "hold_reason", "hold_quantity")
 COUNTER_ROLES = ("good", "scrap")
 ROLE_ORDER = (*CONTEXT_ROLES, *COUNTER_ROLES, "work_order", "state", "hold")
 
-_MODBUS_MODULUS = {"uint16": 1 << 16, "uint32": 1 << 32, "uint64": 1 << 64,
-                   "int16": 1 << 15, "int32": 1 << 31, "int64": 1 << 63}
+_MODBUS_MODULUS = {"uint16": 1 << 16, "uint32": 1 << 32, "uint64": 1 << 64}
+
+
+@dataclass(frozen=True)
+class TelemetryPolicy:
+    every: float | None = None  # publish at this interval ...
+    on_change: bool = False  # ... or when the value moves past the deadband
+    deadband: float | None = None
+    deadband_percent: float | None = None
+    min_interval: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -22,28 +30,69 @@ class AssetSpec:
     line: str | None
     roles: dict[str, str]  # "<device>.<tag>" -> role
     state_map: dict[int, str]
-    down_states: frozenset[str] = DOWN_STATES
+    down_states: frozenset[str] = frozenset({"down"})
+    min_dwell: float = 0.0
     micro_stop: float = 60.0
+    micro_stops: str = "summarize"  # summarize | report | ignore
     interval: float = 300.0
     unit: str = "Units"
     parts_per_cycle: int = 1
+    shifts: tuple[tuple[int, int], ...] = ()
+    timezone: str = "UTC"
     reason_texts: dict[int, str] = field(default_factory=dict)
     default_reason: str = "unclassified"
     hold_reason_texts: dict[int, str] = field(default_factory=dict)
-    # Where a counter wraps (its type's range), when the device tells us; None = unknown.
+    # Where a counter wraps, when known; None = unknown.
     counter_modulus: dict[str, int | None] = field(default_factory=dict)
+    on_reset: str = "count_from_zero"  # count_from_zero | estimate | ignore
+    snapshot_interval: float | None = None
+    fault_persists: float | None = None
+    fault_repeats: int | None = None
+    repeat_window: float = 3600.0
+    telemetry: dict[str, TelemetryPolicy] = field(default_factory=dict)  # tag ref -> policy
+
+    def counter_tag(self, role: str) -> str | None:
+        return next((ref for ref, r in self.roles.items() if r == role), None)
+
+
+@dataclass(frozen=True)
+class DeviceSpec:
+    """Telemetry of a device's tags that no asset uses."""
+
+    id: str
+    telemetry: dict[str, TelemetryPolicy]
 
 
 def compile_assets(config: Config) -> list[AssetSpec]:
     return [_compile(asset, config) for asset in config.assets]
 
 
+def compile_devices(config: Config) -> list[DeviceSpec]:
+    bound = {ref for asset in config.assets for _, ref in asset.tag_references()}
+    specs = []
+    for device in config.devices:
+        policies = {f"{device.id}.{tag.name}": policy for tag in device.tags
+                    if (policy := telemetry_policy(tag)) and f"{device.id}.{tag.name}" not in bound}
+        if policies:
+            specs.append(DeviceSpec(device.id, policies))
+    return specs
+
+
+def telemetry_policy(tag: TagBase) -> TelemetryPolicy | None:
+    if tag.publish is None:
+        return None
+    return TelemetryPolicy(every=tag.publish_every, on_change=tag.publish == "on_change",
+                           deadband=tag.deadband, deadband_percent=tag.deadband_percent,
+                           min_interval=tag.min_interval)
+
+
 def _compile(asset: Asset, config: Config) -> AssetSpec:
     roles = {asset.state.tag: "state"}
-    if asset.counters:
-        roles[asset.counters.good] = "good"
-        if asset.counters.scrap:
-            roles[asset.counters.scrap] = "scrap"
+    counters = asset.counters
+    if counters:
+        roles[counters.good] = "good"
+        if counters.scrap:
+            roles[counters.scrap] = "scrap"
     if asset.reason.tag:
         roles[asset.reason.tag] = "reason"
     if asset.quality_hold:
@@ -57,25 +106,43 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
     modulus: dict[str, int | None] = {}
     for ref, role in roles.items():
         if role in COUNTER_ROLES:
-            modulus[role] = _counter_modulus(config, ref)
+            modulus[role] = (counters.modulus if counters and counters.modulus
+                             else _type_modulus(config, ref))
+    telemetry = {}
+    for ref in roles:
+        device_id, tag_name = ref.split(".", 1)
+        for tag in config.device(device_id).tags:
+            if tag.name == tag_name and (policy := telemetry_policy(tag)):
+                telemetry[ref] = policy
     return AssetSpec(
         id=asset.id,
         area=asset.area,
         line=asset.line,
         roles=roles,
         state_map=dict(asset.state.map),
+        down_states=frozenset(asset.downtime.states),
+        min_dwell=asset.state.min_dwell,
         micro_stop=asset.downtime.micro_stop,
+        micro_stops=asset.downtime.micro_stops,
         interval=asset.production.interval,
         unit=asset.production.unit,
         parts_per_cycle=asset.production.parts_per_cycle,
+        shifts=tuple((int(t[:2]), int(t[3:])) for t in sorted(asset.production.shifts)),
+        timezone=asset.production.timezone,
         reason_texts=dict(asset.reason.texts),
         default_reason=asset.reason.default,
-        counter_modulus=modulus,
         hold_reason_texts=dict(asset.quality_hold.reason_texts) if asset.quality_hold else {},
+        counter_modulus=modulus,
+        on_reset=counters.on_reset if counters else "count_from_zero",
+        snapshot_interval=counters.snapshot_interval if counters else None,
+        fault_persists=asset.maintenance.fault_persists,
+        fault_repeats=asset.maintenance.fault_repeats,
+        repeat_window=asset.maintenance.repeat_window,
+        telemetry=telemetry,
     )
 
 
-def _counter_modulus(config: Config, ref: str) -> int | None:
+def _type_modulus(config: Config, ref: str) -> int | None:
     device_id, tag_name = ref.split(".", 1)
     device = config.device(device_id)
     if isinstance(device, ModbusTcpDevice):

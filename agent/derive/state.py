@@ -1,4 +1,4 @@
-"""Derivation state of one asset: everything needed to continue after a restart.
+"""Derivation state: everything needed to continue exactly after a restart.
 
 It is committed in the same SQLite transaction as the events it produced, so
 after a crash the state and the events always agree.
@@ -13,6 +13,13 @@ from typing import Any
 
 
 @dataclass
+class ReasonChange:
+    at: float
+    reason_code: int | None
+    reason: str
+
+
+@dataclass
 class OpenDowntime:
     id: str
     started_at: float
@@ -20,6 +27,7 @@ class OpenDowntime:
     reason_code: int | None
     reason: str
     work_order: str | None
+    reason_changes: list[ReasonChange] = field(default_factory=list)
 
 
 @dataclass
@@ -33,15 +41,35 @@ class OpenHold:
 
 
 @dataclass
+class TelemetryMemory:
+    seen: bool = False
+    value: Any = None  # latest value and quality
+    quality: str = "good"
+    published: bool = False
+    published_value: Any = None
+    published_quality: str = "good"
+    published_at: float | None = None  # source time of the last on-change event
+    every_at: float | None = None  # agent time of the last periodic event
+
+
+@dataclass
 class AssetState:
     machine_state: str | None = None
     state_code: int | None = None
     state_since: float | None = None
+    # A new state waiting out the minimum dwell time.
+    candidate_state: str | None = None
+    candidate_code: int | None = None
+    candidate_since: float | None = None
+    candidate_estimated: bool = False
+    candidate_seen_locally: float | None = None
     # Down-class state entered but not yet past the micro-stop threshold.
     down_since: float | None = None
     down_since_estimated: bool = False
     down_seen_locally: float | None = None  # agent clock, for the threshold timer
     downtime: OpenDowntime | None = None
+    micro_stops: int = 0  # since the last confirmation, when summarised
+    micro_stop_s: float = 0.0
     hold_active: bool | None = None
     hold: OpenHold | None = None
     # Latest context values.
@@ -50,14 +78,23 @@ class AssetState:
     lot: str | None = None
     hold_reason: str | None = None
     hold_quantity: float | None = None
-    # Counters: last raw value seen, quantities not yet confirmed, totals per work order.
+    # Fault tracking for maintenance requests.
+    fault_since: float | None = None
+    fault_seen_locally: float | None = None
+    fault_requested: bool = False
+    fault_history: dict[str, list[float]] = field(default_factory=dict)  # code -> times
+    # Counters: which tag, last raw value, quantities not yet confirmed, work-order totals.
+    counter_tags: dict[str, str] = field(default_factory=dict)
     counter_last: dict[str, int] = field(default_factory=dict)
     counter_max_step: dict[str, int] = field(default_factory=dict)  # largest exact increment
     pending: dict[str, int] = field(default_factory=lambda: {"good": 0, "scrap": 0})
     pending_estimated: bool = False
     interval_start: float | None = None
+    last_shift_boundary: float | None = None
+    last_snapshot: float | None = None
     totals: dict[str, int] = field(default_factory=lambda: {"good": 0, "scrap": 0})
     totals_work_order: str | None = None
+    telemetry: dict[str, TelemetryMemory] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)  # lane label -> last sequence
 
     def to_json(self) -> str:
@@ -68,11 +105,32 @@ class AssetState:
         raw: dict[str, Any] = json.loads(text)
         downtime = raw.pop("downtime", None)
         hold = raw.pop("hold", None)
+        telemetry = raw.pop("telemetry", {}) or {}
         known = {f.name for f in dataclasses.fields(cls)}
         state = cls(**{k: v for k, v in raw.items() if k in known})
-        state.downtime = OpenDowntime(**downtime) if downtime else None
+        if downtime:
+            changes = [ReasonChange(**c) for c in downtime.pop("reason_changes", [])]
+            state.downtime = OpenDowntime(**downtime, reason_changes=changes)
         state.hold = OpenHold(**hold) if hold else None
+        state.telemetry = {tag: TelemetryMemory(**m) for tag, m in telemetry.items()}
         return state
 
     def copy(self) -> AssetState:
         return AssetState.from_json(self.to_json())
+
+
+@dataclass
+class DeviceState:
+    """Telemetry memory and sequences of a device's unbound tags."""
+
+    telemetry: dict[str, TelemetryMemory] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DeviceState:
+        raw = json.loads(text)
+        return cls({t: TelemetryMemory(**m) for t, m in raw.get("telemetry", {}).items()},
+                   dict(raw.get("sequences", {})))

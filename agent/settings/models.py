@@ -11,6 +11,7 @@ import re
 import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -23,7 +24,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from .durations import Duration
+from .durations import Duration, parse_duration
 
 Identifier = Annotated[
     str,
@@ -45,8 +46,38 @@ class Strict(BaseModel):
 # ---------------------------------------------------------------- devices
 
 
-class OpcUaTag(Strict):
+class TagBase(Strict):
     name: Identifier
+    publish: str | None = Field(
+        default=None,
+        description="Telemetry for this tag: 'on_change' (with deadband and min_interval) or "
+        "'every <duration>', e.g. 'every 10s'. Off when absent.",
+    )
+    deadband: float | None = Field(default=None, ge=0, description="Absolute, for on_change.")
+    deadband_percent: float | None = Field(
+        default=None, gt=0, le=100, description="Relative to the last published value."
+    )
+    min_interval: Duration = Field(default=0.0, ge=0, description="Between on_change events.")
+
+    @field_validator("publish")
+    @classmethod
+    def _publish_mode(cls, value: str | None) -> str | None:
+        if value is None or value == "on_change":
+            return value
+        match = re.fullmatch(r"every\s+(.+)", value.strip())
+        if match is None:
+            raise ValueError("expected 'on_change' or 'every <duration>', e.g. 'every 10s'")
+        parse_duration(match.group(1))
+        return value
+
+    @property
+    def publish_every(self) -> float | None:
+        if self.publish is None or self.publish == "on_change":
+            return None
+        return float(parse_duration(self.publish.strip()[len("every"):].strip()))
+
+
+class OpcUaTag(TagBase):
     node: Annotated[
         str,
         StringConstraints(pattern=r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$"),
@@ -98,8 +129,7 @@ def split_conventional_register(number: int) -> tuple[ModbusTable, int]:
     )
 
 
-class ModbusTag(Strict):
-    name: Identifier
+class ModbusTag(TagBase):
     table: ModbusTable | None = Field(
         default=None, description="With 'address' (zero-based). Not together with 'register'."
     )
@@ -177,7 +207,6 @@ Device = Annotated[OpcUaDevice | ModbusTcpDevice, Field(discriminator="protocol"
 # ---------------------------------------------------------------- assets
 
 MachineState = Literal["running", "idle", "down", "setup", "planned_stop"]
-DOWN_STATES: frozenset[str] = frozenset({"down"})
 
 
 class StateSignal(Strict):
@@ -185,11 +214,28 @@ class StateSignal(Strict):
     map: dict[int, MachineState] = Field(
         min_length=1, description="PLC state code -> running | idle | down | setup | planned_stop."
     )
+    min_dwell: Duration = Field(
+        default=0.0, ge=0,
+        description="A new state counts only once it has held this long (filters chatter).",
+    )
 
 
 class CounterSignals(Strict):
     good: TagRef
     scrap: TagRef | None = None
+    modulus: Annotated[int, Field(ge=2)] | None = Field(
+        default=None,
+        description="Where the counters wrap. Default: the Modbus tag type's range "
+        "(uint16 65536, uint32 2^32, uint64 2^64); unknown for OPC UA unless given.",
+    )
+    on_reset: Literal["count_from_zero", "estimate", "ignore"] = Field(
+        default="count_from_zero",
+        description="A drop that is not a rollover: count the new value as produced since a "
+        "reset to zero (exact), the same but flagged estimated, or count nothing and flag it.",
+    )
+    snapshot_interval: Duration | None = Field(
+        default=None, gt=0, description="Send counters.snapshot with absolute values this often."
+    )
 
 
 class ReasonSignal(Strict):
@@ -214,12 +260,46 @@ class DowntimePolicy(Strict):
         ge=0,
         description="A down state shorter than this is a micro-stop, not a downtime.",
     )
+    states: list[MachineState] = Field(
+        default_factory=lambda: list[MachineState](["down"]), min_length=1,
+        description="States that count as down (e.g. add 'setup' to track changeovers).",
+    )
+    micro_stops: Literal["summarize", "report", "ignore"] = Field(
+        default="summarize",
+        description="summarize: count them in the next production confirmation; report: one "
+        "downtime.micro_stop event each; ignore: only state changes show them.",
+    )
+
+
+class MaintenancePolicy(Strict):
+    fault_persists: Duration | None = Field(
+        default=None, gt=0, description="Request maintenance when a fault code lasts this long."
+    )
+    fault_repeats: Annotated[int, Field(ge=2)] | None = Field(
+        default=None, description="... or when one fault code occurs this many times ..."
+    )
+    repeat_window: Duration = Field(default=3600.0, gt=0, description="... within this window.")
 
 
 class ProductionPolicy(Strict):
     interval: Duration = Field(default=300.0, gt=0, description="Confirmation interval.")
     unit: str = "Units"
     parts_per_cycle: Annotated[int, Field(ge=1)] = 1
+    shifts: list[Annotated[str, StringConstraints(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]] = Field(
+        default_factory=list, description="Local shift start times, 'HH:MM'; each confirms."
+    )
+    timezone: str = Field(default="UTC", description="IANA zone of the shift times.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r}; use an IANA name such as 'Europe/Berlin'"
+            ) from None
+        return value
 
 
 class ErpIdentifiers(Strict):
@@ -238,6 +318,7 @@ class Asset(Strict):
     work_order: TagRef | None = None
     downtime: DowntimePolicy = Field(default_factory=DowntimePolicy)
     production: ProductionPolicy = Field(default_factory=ProductionPolicy)
+    maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
     erp: ErpIdentifiers = Field(default_factory=ErpIdentifiers)
 
     def tag_references(self) -> list[tuple[tuple[str | int, ...], str]]:

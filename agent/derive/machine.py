@@ -293,7 +293,8 @@ def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emit
         st.state_code = code
         st.candidate_state = None  # a chatter that went back: nothing happened
         return
-    if spec.min_dwell <= 0:
+    if spec.min_dwell <= 0 or st.machine_state is None:
+        # The dwell time filters changes; the first state ever seen simply is the state.
         _enter_state(spec, st, name, code, s.source_time, estimated, now, out)
         return
     if st.candidate_state != name:
@@ -522,21 +523,29 @@ def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMem
     mem.seen, mem.value, mem.quality = True, s.value, s.quality
     if not policy.on_change:
         return
-    if mem.published and mem.published_at is not None and (
-            s.source_time - mem.published_at < policy.min_interval):
-        return
     if mem.published and mem.published_quality == s.quality and not _moved(
             policy, mem.published_value, s.value):
+        mem.held_back = False
+        return
+    if mem.published and mem.published_at is not None and (
+            s.source_time - mem.published_at < policy.min_interval):
+        mem.held_back = True  # goes out when min_interval has passed, if still different
         return
     _publish(mem, ref, s.value, s.quality, s.source_time, out)
-    mem.published_at = s.source_time
+    mem.published_at, mem.held_back = s.source_time, False
 
 
 def _telemetry_timers(policies: dict[str, TelemetryPolicy], memory: dict[str, TelemetryMemory],
                       now: float, out: _Emitter) -> None:
     for ref, policy in policies.items():
         mem = memory.get(ref)
-        if policy.every is None or mem is None or not mem.seen:
+        if mem is None or not mem.seen:
+            continue
+        if mem.held_back and mem.published_at is not None and (
+                now - mem.published_at >= policy.min_interval):
+            _publish(mem, ref, mem.value, mem.quality, now, out)  # the change held back
+            mem.published_at, mem.held_back = now, False
+        if policy.every is None:
             continue
         if mem.every_at is None or now - mem.every_at >= policy.every:
             _publish(mem, ref, mem.value, mem.quality, now, out)

@@ -50,6 +50,7 @@ class TelemetryMemory:
     published_quality: str = "good"
     published_at: float | None = None  # source time of the last on-change event
     every_at: float | None = None  # agent time of the last periodic event
+    held_back: bool = False  # a change waiting out min_interval
 
 
 @dataclass

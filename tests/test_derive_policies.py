@@ -10,7 +10,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from test_derive import SPEC, Run
 
-from agent.derive import AssetSpec, DeviceSpec, DeviceState, apply_device_samples, apply_stop
+from agent.derive import (
+    AssetSpec,
+    DeviceSpec,
+    DeviceState,
+    apply_device_samples,
+    apply_samples,
+    apply_stop,
+)
 from agent.derive.spec import TelemetryPolicy
 from drivers.base import Sample
 
@@ -244,8 +251,8 @@ def test_a_configured_modulus_is_a_rollover_not_a_reset() -> None:
 def test_bad_quality_counter_samples_are_ignored() -> None:
     run = Run()
     run.feed(0, good=100)
-    run.state, _ = __import__("agent.derive", fromlist=["apply_samples"]).apply_samples(
-        run.spec, run.state, [Sample("plc", "good", 0, "bad", 1.0)], 1.0, run.ctx)
+    run.state, _ = apply_samples(run.spec, run.state, [Sample("plc", "good", 0, "bad", 1.0)],
+                                 1.0, run.ctx)
     run.feed(2, good=103)
     assert run.tick(100)[0].data["good"] == 3
 
@@ -300,6 +307,7 @@ def test_a_change_held_back_by_min_interval_goes_out_when_it_has_passed() -> Non
                                         [Sample("plc", "temp", 1, "good", 0)], 0, Run().ctx)
     state, held = apply_device_samples(device, state, [Sample("plc", "temp", 2, "good", 1)],
                                        1, Run().ctx)
+    assert [e.data["value"] for e in first] == [1]
     assert held == []
     state, later = apply_device_samples(device, state, [], 5.0, Run().ctx)  # no new sample
     assert [(e.time, e.data["value"]) for e in later] == [(5.0, 2)]

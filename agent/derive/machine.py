@@ -257,7 +257,8 @@ def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
 def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger: str) -> None:
     good, scrap = st.pending["good"], st.pending["scrap"]
     summarise = spec.micro_stops == "summarize"
-    if good or scrap or (summarise and st.micro_stops):
+    # An estimated quantity is sent even when it is zero: "we could not see" must reach the ERP.
+    if good or scrap or st.pending_estimated or (summarise and st.micro_stops):
         st.totals["good"] += good
         st.totals["scrap"] += scrap
         data: dict[str, Any] = {

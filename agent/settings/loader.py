@@ -33,6 +33,7 @@ _PATTERN_MEANING = {
     r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$": "an OPC UA node id such as "
     "'nsu=urn:plant:line1;s=Press1.State' or 'ns=2;i=1001'",
     r"^opc\.tcp://[^/\s]+(/.*)?$": "an endpoint such as 'opc.tcp://10.0.0.5:4840'",
+    r"^([01]\d|2[0-3]):[0-5]\d$": "a time of day 'HH:MM', from 00:00 to 23:59",
 }
 
 

@@ -95,12 +95,18 @@ def _describe(event: Event) -> str:
     if kind == "downtime.ended":
         return f"{d['duration_s']:.1f}s of {d['reason']}, work order {d['work_order']}"
     if kind == "production.confirmed":
+        stops = f", {d['micro_stops']} micro-stops" if d.get("micro_stops") else ""
         return (f"+{d['good']} good +{d['scrap']} scrap -> {d['work_order']} totals "
-                f"{d['good_total']} good / {d['scrap_total']} scrap")
+                f"{d['good_total']} good / {d['scrap_total']} scrap{stops}")
     if kind == "quality.hold_raised":
         return f"HOLD lot {d['lot']}: {d['reason']} (work order {d['work_order']})"
     if kind == "quality.hold_released":
         return f"released lot {d['lot']}"
+    if kind == "maintenance.requested":
+        return (f"{d['reason']} (code {d['fault_code']}) {d['occurrences']} times "
+                f"since {d['first_seen'][11:19]}")
+    if kind == "downtime.micro_stop":
+        return f"{d['duration_s']:.1f}s of {d['reason']}"
     return str(d)
 
 

@@ -178,3 +178,33 @@ def test_agent_killed_during_an_outage_resends_everything_and_counts_exactly(rig
         assert seen[asset]["good"] == expected.good, f"{asset}: good count across the kill"
         assert seen[asset]["scrap"] == expected.scrap, f"{asset}: scrap count across the kill"
     assert_order_and_completeness(rig.collector.unique_events())
+
+
+def test_a_clean_stop_confirms_and_delivers_production_before_exiting(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """With an hour-long interval, only the final confirmation on SIGTERM can carry the
+    counts: it must be committed and delivered before the process exits."""
+    rig = Rig(tmp_path, broker, collector, seed=11)
+    config = rig.agent.config.read_text().replace("production: {interval: 2s}",
+                                                  "production: {interval: 1h}")
+    rig.agent.config.write_text(config)
+    try:
+        rig.start()
+        wait_until(lambda: sum(1 for r in rig.line.records() if r["kind"] == "end") == 2,
+                   SCENARIO_SECONDS + 30, "the scenario to end")
+        time.sleep(1)
+        assert not [e for e in collector.unique_events()
+                    if e["type"].endswith("production.confirmed.v1")
+                    and e["data"]["trigger"] != "work_order_change"]
+        assert rig.agent.stop() == 0, rig.agent.log()
+        time.sleep(1)
+        truth = summarize(rig.line.records(), MICRO_STOP)
+        seen = observed(collector.unique_events())
+        for asset, expected in truth.items():
+            assert seen[asset]["good"] == expected.good, f"{asset}: good confirmed on stop"
+        stops = [e for e in collector.unique_events()
+                 if e["type"].endswith("production.confirmed.v1")
+                 and e["data"]["trigger"] == "stop"]
+        assert {e["subject"] for e in stops} == {"press-1", "press-2"}
+    finally:
+        rig.stop()

@@ -290,6 +290,10 @@ def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emit
     code = _as_int(s.value)
     name = spec.state_map.get(code, UNKNOWN_STATE) if code is not None else UNKNOWN_STATE
     estimated = s.after_gap or st.machine_state is None
+    if (st.candidate_state not in (None, name) and st.candidate_since is not None
+            and s.source_time - st.candidate_since >= spec.min_dwell):
+        # The waiting state held long enough before this change arrived (no tick between).
+        _enter_candidate(spec, st, out)
     if name == st.machine_state:
         st.state_code = code
         st.candidate_state = None  # a chatter that went back: nothing happened
@@ -442,7 +446,7 @@ def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) ->
         _enter_candidate(spec, st, out)
     pending = st.downtime is None and st.down_since is not None
     if pending and st.down_seen_locally is not None and (
-            now - st.down_seen_locally >= spec.micro_stop):
+            now - st.down_seen_locally >= spec.micro_stop) and not _leaving_too_soon(spec, st):
         _start_downtime(spec, st, out)
     if (spec.fault_persists is not None and st.reason_code and not st.fault_requested
             and st.fault_seen_locally is not None and st.fault_since is not None
@@ -467,6 +471,14 @@ def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) ->
                                             "work_order": st.work_order})
         st.last_snapshot = now
     _telemetry_timers(spec.telemetry, st.telemetry, now, out)
+
+
+def _leaving_too_soon(spec: AssetSpec, st: AssetState) -> bool:
+    """A change out of the down states is waiting out its dwell time, and if it holds, the
+    stop will have been shorter than a micro-stop: wait for the verdict, start nothing."""
+    leaving = st.candidate_state is not None and st.candidate_state not in spec.down_states
+    return (leaving and st.candidate_since is not None and st.down_since is not None
+            and st.candidate_since - st.down_since < spec.micro_stop)
 
 
 def last_shift_start(spec: AssetSpec, now: float) -> float:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from buffer import Outbox
 from drivers.base import Sample
-from drivers.runner import DeviceHealth, make_driver, run_device
+from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .derive import DeriveContext, compile_assets, compile_devices
 from .errors import BufferError
@@ -74,6 +74,7 @@ class Agent:
                 await status.start()
             async with asyncio.TaskGroup() as group:
                 producers = []  # devices and the writer stop first, the forwarders last
+                make_driver = DriverFactory()
                 for device in config.devices:
                     health = DeviceHealth(device.id, device.protocol)
                     self.board.devices.append(health)

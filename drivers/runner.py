@@ -12,6 +12,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.errors import DriverError
 
@@ -43,14 +44,14 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
     while True:
         try:
             await driver.open()
-            if health.state == "down":
-                log.info("device %s recovered after %.0fs", driver.device_id,
-                         time.time() - health.since)
-                health.reconnects += 1
-            if health.state != "up":
-                health.state, health.since = "up", time.time()
-            attempt = 0
             async for batch in driver.batches():
+                if health.state != "up":  # up means data flows, not merely connected
+                    if health.state == "down":
+                        log.info("device %s recovered after %.0fs", driver.device_id,
+                                 time.time() - health.since)
+                        health.reconnects += 1
+                    health.state, health.since = "up", time.time()
+                    attempt = 0
                 health.samples += len(batch)
                 health.last_sample_at = time.time()
                 await deliver(batch)  # blocks when the pipeline is full: polls stretch
@@ -65,16 +66,28 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
         attempt += 1
 
 
+class DriverFactory:
+    """Builds the driver for each configured device; protocol libraries load only when a
+    device needs them, and Modbus devices on one line share its bus."""
+
+    def __init__(self) -> None:
+        self._buses: Any = None
+
+    def __call__(self, device: object) -> Driver:
+        from agent.settings.models import OpcUaDevice
+
+        if isinstance(device, OpcUaDevice):
+            from .opcua.client import OpcUaDriver
+
+            return OpcUaDriver(device)
+        from .modbus.bus import BusRegistry
+        from .modbus.device import ModbusDriver
+
+        if self._buses is None:
+            self._buses = BusRegistry()
+        return ModbusDriver(device, self._buses.bus_for(device))  # type: ignore[arg-type]
+
+
 def make_driver(device: object) -> Driver:
-    """The driver for a configured device; protocol libraries load only when needed."""
-    from agent.settings.models import ModbusTcpDevice, OpcUaDevice
-
-    if isinstance(device, OpcUaDevice):
-        from .opcua.client import OpcUaDriver
-
-        return OpcUaDriver(device)
-    if isinstance(device, ModbusTcpDevice):
-        from .modbus.tcp import ModbusTcpDriver
-
-        return ModbusTcpDriver(device)
-    raise TypeError(f"no driver for {type(device).__name__}")
+    """A driver with a line of its own (fine for one device; use DriverFactory for many)."""
+    return DriverFactory()(device)

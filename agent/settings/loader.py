@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, ConfigIssue
-from .models import Config, ModbusTag, OpcUaTag
+from .models import Config, ModbusRtuDevice, ModbusRtuOverTcpDevice, ModbusTag, OpcUaTag
 from .secrets import MASK, resolve_secrets
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
@@ -186,7 +186,7 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> DataPath:
 
 
 def _union_tags() -> frozenset[str]:
-    return frozenset({"opcua", "modbus_tcp", "mqtt"})
+    return frozenset({"opcua", "modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp", "mqtt"})
 
 
 def _allowed_keys(path: DataPath, data: Any) -> list[str]:
@@ -260,6 +260,8 @@ def _check_references(
         if getattr(device, "password", None) is not None and pw_path not in secret_paths:
             yield _clear_secret(issue, pw_path)
 
+    yield from _check_shared_buses(config, issue)
+
     for index, first in _repeats(a.id for a in config.assets):
         yield issue(("assets", index, "id"), repr(config.assets[index].id),
                     f"duplicate asset id; assets[{first}] already uses it")
@@ -285,6 +287,39 @@ def _check_references(
     for u_index, uplink in enumerate(config.uplinks):
         if uplink.password is not None and ("uplinks", u_index, "password") not in secret_paths:
             yield _clear_secret(issue, ("uplinks", u_index, "password"))
+
+
+def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:
+    """Devices on one RTU line must agree on its settings and use distinct unit ids."""
+    first_on_line: dict[str, int] = {}
+    units: dict[tuple[str, int], int] = {}
+    for index, device in enumerate(config.devices):
+        line = bus_key(device)
+        if line is None:
+            continue
+        if line in first_on_line:
+            first = config.devices[first_on_line[line]]
+            for setting in ("baudrate", "parity", "bytesize", "stopbits", "frame_gap"):
+                mine, theirs = getattr(device, setting, None), getattr(first, setting, None)
+                if mine != theirs:
+                    yield issue(("devices", index, setting), repr(mine),
+                                f"devices[{first_on_line[line]}] ({first.id}) shares this line "
+                                f"with {setting} {theirs!r}; one line has one setting")
+        first_on_line.setdefault(line, index)
+        if (line, device.unit) in units:  # type: ignore[union-attr]
+            yield issue(("devices", index, "unit"), repr(device.unit),  # type: ignore[union-attr]
+                        f"unit {device.unit} is already devices[{units[(line, device.unit)]}] "  # type: ignore[union-attr]
+                        "on this line; each unit on a bus needs its own id")
+        units.setdefault((line, device.unit), index)  # type: ignore[union-attr]
+
+
+def bus_key(device: object) -> str | None:
+    """The shared line a device sits on, or None for a connection of its own."""
+    if isinstance(device, ModbusRtuDevice):
+        return f"rtu:{device.port}"
+    if isinstance(device, ModbusRtuOverTcpDevice):
+        return f"rtu-over-tcp:{device.host}:{device.port}"
+    return None
 
 
 def _repeats(keys: Iterable[str | None]) -> Iterator[tuple[int, int]]:

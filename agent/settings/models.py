@@ -188,21 +188,58 @@ class ModbusTag(TagBase):
         return REGISTER_WIDTH[self.type]
 
 
-class ModbusTcpDevice(Strict):
+class ModbusDeviceBase(Strict):
     id: Identifier
-    protocol: Literal["modbus_tcp"]
-    host: str
-    port: Port = 502
-    unit: Annotated[int, Field(ge=0, le=255)] = 1
+    unit: Annotated[int, Field(ge=0, le=255)] = Field(
+        default=1, description="Unit (slave) id; several units may share one RTU line."
+    )
     poll_interval: Duration = Field(default=1.0, gt=0)
-    timeout: Duration = Field(default=2.0, gt=0)
+    timeout: Duration = Field(default=2.0, gt=0, description="Per request.")
     max_gap: Annotated[int, Field(ge=0, le=124)] = Field(
         default=16, description="Unused registers a merged read may span to save a request."
     )
     tags: list[ModbusTag] = Field(min_length=1)
 
 
-Device = Annotated[OpcUaDevice | ModbusTcpDevice, Field(discriminator="protocol")]
+class ModbusTcpDevice(ModbusDeviceBase):
+    protocol: Literal["modbus_tcp"]
+    host: str
+    port: Port = 502
+
+
+class ModbusRtuDevice(ModbusDeviceBase):
+    """Modbus RTU on a serial line (RS-485/RS-232). Devices naming the same `port` share
+    one connection, one lock and the gap between frames."""
+
+    protocol: Literal["modbus_rtu"]
+    port: str = Field(description="Serial device, e.g. /dev/ttyUSB0 or /dev/serial/by-id/...")
+    baudrate: Literal[1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200] = 19200
+    parity: Literal["N", "E", "O"] = Field(default="E", description="The Modbus default is E.")
+    bytesize: Literal[7, 8] = 8
+    stopbits: Literal[1, 2] = 1
+    frame_gap: Duration = Field(
+        default=0.0, ge=0, le=1,
+        description="Silence enforced between frames on the line, for slow devices.",
+    )
+
+
+class ModbusRtuOverTcpDevice(ModbusDeviceBase):
+    """RTU frames through a serial-to-Ethernet converter. Devices naming the same
+    `host`:`port` share one connection, one lock and the gap between frames."""
+
+    protocol: Literal["modbus_rtu_over_tcp"]
+    host: str
+    port: Port = 502
+    frame_gap: Duration = Field(default=0.0, ge=0, le=1)
+
+
+ModbusDevice = ModbusTcpDevice | ModbusRtuDevice | ModbusRtuOverTcpDevice
+
+
+Device = Annotated[
+    OpcUaDevice | ModbusTcpDevice | ModbusRtuDevice | ModbusRtuOverTcpDevice,
+    Field(discriminator="protocol"),
+]
 
 # ---------------------------------------------------------------- assets
 
@@ -449,7 +486,7 @@ class Config(BaseSettings):
         # The environment overrides the YAML (passed as init values); no .env magic.
         return env_settings, init_settings
 
-    def device(self, device_id: str) -> OpcUaDevice | ModbusTcpDevice:
+    def device(self, device_id: str) -> OpcUaDevice | ModbusDevice:
         for device in self.devices:
             if device.id == device_id:
                 return device

@@ -1,0 +1,142 @@
+"""One Modbus line: a connection, a lock, and the silence kept between frames.
+
+Several units on one RS-485 line (or behind one serial-to-Ethernet converter) take turns
+on it. A unit that stops answering costs only its own time slot: its request times out,
+the line stays open, and the next unit's request goes out. The connection is closed when
+its last device lets go of it, or when the transport itself fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from agent.errors import DeviceUnreachable, DriverError
+from agent.settings.models import (
+    ModbusDevice,
+    ModbusRtuDevice,
+    ModbusRtuOverTcpDevice,
+    ModbusTable,
+)
+
+log = logging.getLogger("floorlink.modbus")
+
+_READERS = {"coil": "read_coils", "discrete_input": "read_discrete_inputs",
+            "holding_register": "read_holding_registers",
+            "input_register": "read_input_registers"}
+
+
+class UnitSilent(DriverError):
+    """The unit did not answer in time; the line itself is fine."""
+
+
+class ModbusBus:
+    def __init__(self, name: str, device: ModbusDevice) -> None:
+        self.name = name
+        # The first device on the line defines it: the config check makes the serial
+        # settings agree; its request timeout is the line's.
+        self.settings = device
+        self.frame_gap = float(getattr(device, "frame_gap", 0.0))
+        self.lock = asyncio.Lock()
+        self._client: Any = None
+        self._users = 0
+        self._last_frame_end = 0.0
+
+    def acquire(self) -> None:
+        self._users += 1
+
+    async def release(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self._users = 0
+            await self._disconnect()
+
+    async def read_nothing_but_open(self) -> None:
+        """Open the line if it is not open; raise DeviceUnreachable if it cannot be."""
+        async with self.lock:
+            await self._connect()
+
+    async def read(self, unit: int, table: ModbusTable, start: int, count: int) -> Any:
+        """One request on the line; returns pymodbus's response (which may be an exception
+        response). Raises UnitSilent on no answer, DeviceUnreachable if the line is down."""
+        from pymodbus.exceptions import ConnectionException, ModbusIOException
+
+        loop = asyncio.get_running_loop()
+        async with self.lock:
+            await self._connect()
+            wait = self._last_frame_end + self.frame_gap - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            reader = getattr(self._client, _READERS[table])
+            try:
+                # pymodbus keeps its own timeout; ours also bounds a line that hangs.
+                return await asyncio.wait_for(reader(start, count=count, device_id=unit),
+                                              self.settings.timeout * 2)
+            except ModbusIOException as exc:
+                if self._client is not None and not self._client.connected:
+                    await self._disconnect()
+                    raise DeviceUnreachable(f"{self.name}: connection lost ({exc})") from exc
+                raise UnitSilent(f"unit {unit} on {self.name} did not answer within "
+                                 f"{self.settings.timeout:g}s") from exc
+            except (ConnectionException, OSError, TimeoutError) as exc:
+                await self._disconnect()
+                raise DeviceUnreachable(f"{self.name}: {exc or type(exc).__name__}") from exc
+            finally:
+                self._last_frame_end = loop.time()
+
+    async def _connect(self) -> None:
+        if self._client is not None and self._client.connected:
+            return
+        await self._disconnect()
+        client = self._make_client()
+        if not await client.connect():
+            client.close()
+            raise DeviceUnreachable(f"cannot open {self.name}")
+        self._client = client
+
+    def _make_client(self) -> Any:
+        from pymodbus import FramerType
+        from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
+
+        device = self.settings
+        # retries=0, reconnect_delay=0: retrying and reconnecting are the runner's job.
+        common: dict[str, Any] = {"timeout": device.timeout, "retries": 0, "reconnect_delay": 0,
+                                  "name": self.name}
+        if isinstance(device, ModbusRtuDevice):
+            return AsyncModbusSerialClient(
+                device.port, framer=FramerType.RTU, baudrate=device.baudrate,
+                parity=device.parity, bytesize=device.bytesize, stopbits=device.stopbits,
+                **common)
+        if isinstance(device, ModbusRtuOverTcpDevice):
+            return AsyncModbusTcpClient(device.host, port=device.port, framer=FramerType.RTU,
+                                        **common)
+        return AsyncModbusTcpClient(device.host, port=device.port, **common)
+
+    async def _disconnect(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+
+class BusRegistry:
+    """Hands out one ModbusBus per line; a Modbus TCP device gets a line of its own."""
+
+    def __init__(self) -> None:
+        self._buses: dict[str, ModbusBus] = {}
+
+    def bus_for(self, device: ModbusDevice) -> ModbusBus:
+        from agent.settings.loader import bus_key
+
+        key = bus_key(device) or f"tcp:{device.id}"
+        if key not in self._buses:
+            self._buses[key] = ModbusBus(_describe(device), device)
+        return self._buses[key]
+
+
+def _describe(device: ModbusDevice) -> str:
+    if isinstance(device, ModbusRtuDevice):
+        return f"serial line {device.port}"
+    if isinstance(device, ModbusRtuOverTcpDevice):
+        return f"RTU-over-TCP {device.host}:{device.port}"
+    return f"{device.host}:{device.port}"

@@ -1,0 +1,128 @@
+"""Modbus polling driver for one unit (TCP, RTU, or RTU over TCP). Reads only: floorlink
+never writes to a PLC.
+
+A merged read that draws an exception response (say, illegal data address) is split in
+halves until the failing address is isolated: that tag is reported bad, with the address
+and the exception, and every other tag keeps flowing. The refined plan is kept for the
+session, so the failing read is not repeated on every poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from agent.errors import DeviceUnreachable
+from agent.settings.models import ModbusDevice, ModbusTag
+
+from ..base import Sample
+from .bus import ModbusBus, UnitSilent
+from .decode import DecodeError, decode_registers
+from .plan import BIT_TABLES, ReadRequest, plan_reads
+
+log = logging.getLogger("floorlink.modbus")
+
+EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
+                   4: "server device failure", 6: "server device busy",
+                   10: "gateway path unavailable", 11: "gateway target failed to respond"}
+
+
+def describe_exception(code: int | None) -> str:
+    return f"Modbus exception {code} ({EXCEPTION_NAMES.get(code or 0, 'unknown')})"
+
+
+class ModbusDriver:
+    def __init__(self, device: ModbusDevice, bus: ModbusBus) -> None:
+        self.device = device
+        self.device_id = device.id
+        self.bus = bus
+        self.initial_plan = plan_reads(list(device.tags), device.max_gap)
+        self.plan = list(self.initial_plan)
+        self.tag_errors: dict[str, str] = {}
+        self._holding_bus = False
+
+    async def open(self) -> None:
+        if not self._holding_bus:
+            self.bus.acquire()
+            self._holding_bus = True
+        self.plan = list(self.initial_plan)  # the device may have been fixed meanwhile
+        await self.bus.read_nothing_but_open()
+
+    async def batches(self) -> AsyncIterator[list[Sample]]:
+        loop = asyncio.get_running_loop()
+        first = True
+        next_poll = loop.time()
+        while True:
+            samples: list[Sample] = []
+            for request in list(self.plan):
+                samples.extend(await self._read(request, after_gap=first))
+            first = False
+            yield samples
+            # Polls stretch rather than pile up when a read or the consumer is slow.
+            next_poll = max(next_poll + self.device.poll_interval, loop.time())
+            await asyncio.sleep(next_poll - loop.time())
+
+    async def read_raw(self, request: ReadRequest) -> Any:
+        try:
+            return await self.bus.read(self.device.unit, request.table, request.start,
+                                       request.count)
+        except UnitSilent as exc:
+            raise DeviceUnreachable(str(exc)) from exc
+
+    async def _read(self, request: ReadRequest, after_gap: bool) -> list[Sample]:
+        response = await self.read_raw(request)
+        now = time.time()
+        if response.isError():
+            if len(request.tags) > 1:
+                return await self._split(request, after_gap)
+            (tag,) = request.tags
+            code = getattr(response, "exception_code", None)
+            return [self._bad(tag, now, after_gap,
+                              f"{describe_exception(code)} reading {request.table} "
+                              f"{tag.location[1]}")]
+        samples = []
+        for tag in request.tags:
+            try:
+                value = decode_response(response, request, tag)
+            except (DecodeError, IndexError, ValueError) as exc:
+                samples.append(self._bad(tag, now, after_gap, f"cannot decode: {exc}"))
+                continue
+            if tag.name in self.tag_errors:
+                log.info("%s.%s readable again", self.device_id, tag.name)
+                del self.tag_errors[tag.name]
+            samples.append(Sample(self.device_id, tag.name, value, "good", now, after_gap))
+        return samples
+
+    async def _split(self, request: ReadRequest, after_gap: bool) -> list[Sample]:
+        tags = list(request.tags)
+        halves = [plan_reads(tags[: len(tags) // 2], self.device.max_gap),
+                  plan_reads(tags[len(tags) // 2:], self.device.max_gap)]
+        refined = [*halves[0], *halves[1]]
+        if request in self.plan:
+            at = self.plan.index(request)
+            self.plan[at:at + 1] = refined
+        samples: list[Sample] = []
+        for sub in refined:
+            samples.extend(await self._read(sub, after_gap))
+        return samples
+
+    def _bad(self, tag: ModbusTag, now: float, after_gap: bool, why: str) -> Sample:
+        if self.tag_errors.get(tag.name) != why:
+            log.warning("%s.%s: %s", self.device_id, tag.name, why)  # once per distinct error
+            self.tag_errors[tag.name] = why
+        return Sample(self.device_id, tag.name, None, "bad", now, after_gap)
+
+    async def close(self) -> None:
+        if self._holding_bus:
+            self._holding_bus = False
+            await self.bus.release()
+
+
+def decode_response(response: Any, request: ReadRequest, tag: ModbusTag) -> object:
+    offset = tag.location[1] - request.start
+    if request.table in BIT_TABLES:
+        return bool(response.bits[offset])
+    return decode_registers(response.registers[offset:offset + tag.width], tag)

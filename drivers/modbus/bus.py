@@ -90,7 +90,12 @@ class ModbusBus:
             return
         await self._disconnect()
         client = self._make_client()
-        if not await client.connect():
+        try:
+            opened = await client.connect()
+        except Exception as exc:  # pyserial and termios raise their own types: translate all
+            client.close()
+            raise DeviceUnreachable(f"cannot open {self.name}: {exc}{_serial_hint(exc)}") from exc
+        if not opened:
             client.close()
             raise DeviceUnreachable(f"cannot open {self.name}")
         self._client = client
@@ -132,6 +137,17 @@ class BusRegistry:
         if key not in self._buses:
             self._buses[key] = ModbusBus(_describe(device), device)
         return self._buses[key]
+
+
+def _serial_hint(exc: Exception) -> str:
+    text = str(exc)
+    if "Invalid argument" in text:
+        return " (the port refused these serial settings: check baudrate, parity and stopbits)"
+    if "No such file" in text:
+        return " (no such port: check the adapter is plugged in, or use /dev/serial/by-id/...)"
+    if "Permission denied" in text:
+        return " (no access: add the service user to the 'dialout' group)"
+    return ""
 
 
 def _describe(device: ModbusDevice) -> str:

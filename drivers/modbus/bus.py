@@ -89,6 +89,14 @@ class ModbusBus:
         if self._client is not None and self._client.connected:
             return
         await self._disconnect()
+        if isinstance(self.settings, ModbusRtuDevice):
+            # pymodbus reports a refused port as a bare False; opening it once ourselves
+            # yields the operating system's reason, which tells the engineer what to fix.
+            try:
+                await asyncio.to_thread(_try_serial_port, self.settings)
+            except Exception as exc:
+                raise DeviceUnreachable(
+                    f"cannot open {self.name}: {exc}{_serial_hint(exc)}") from exc
         client = self._make_client()
         try:
             opened = await client.connect()
@@ -137,6 +145,13 @@ class BusRegistry:
         if key not in self._buses:
             self._buses[key] = ModbusBus(_describe(device), device)
         return self._buses[key]
+
+
+def _try_serial_port(device: ModbusRtuDevice) -> None:
+    import serial
+
+    serial.Serial(device.port, baudrate=device.baudrate, parity=device.parity,
+                  bytesize=device.bytesize, stopbits=device.stopbits, timeout=0).close()
 
 
 def _serial_hint(exc: Exception) -> str:

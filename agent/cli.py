@@ -23,6 +23,7 @@ from . import __version__
 from .errors import BufferError, ConfigError
 
 EX_OK = 0
+EX_USAGE = 64
 EX_SOFTWARE = 70
 EX_CANTCREAT = 73
 EX_CONFIG = 78
@@ -67,6 +68,8 @@ def _parser() -> argparse.ArgumentParser:
         demo.add_argument(f"--{name}-port", type=int, default=default,
                           help=f"default {default}")
     add("check-config", _check_config, "Validate a configuration file; print 'ok' or every error.")
+    probe = add("probe", _probe, "Read every tag of one device once, for commissioning.")
+    probe.add_argument("device", help="the device id from the configuration")
     add("schema", _schema, "Print the configuration's JSON Schema.", config=False)
     sim = add("simulate", _simulate, "Serve only the simulated press line.", config=False)
     sim.add_argument("--seed", type=int, default=7)
@@ -106,6 +109,23 @@ def _check_config(args: argparse.Namespace) -> int:
         return EX_CONFIG
     print("ok")
     return EX_OK
+
+
+def _probe(args: argparse.Namespace) -> int:
+    _setup_logging("error" if args.log_level == "info" else args.log_level)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    known = [d.id for d in config.devices]
+    if args.device not in known:
+        print(f"no device '{args.device}' in {args.config}; devices are: {', '.join(known)}",
+              file=sys.stderr)
+        return EX_USAGE
+    from .probe import probe
+
+    return asyncio.run(probe(config, args.device))
 
 
 def _schema(args: argparse.Namespace) -> int:

@@ -27,6 +27,15 @@ _READERS = {"coil": "read_coils", "discrete_input": "read_discrete_inputs",
             "input_register": "read_input_registers"}
 
 
+def _honour_cancellation() -> None:
+    """Python 3.11's asyncio.wait_for, which pymodbus awaits inside, returns the result and
+    drops a cancellation that lands just as the response arrives (fixed in 3.12). A fast
+    poll loop hits that race often, and a stop would then never happen: re-raise it."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class UnitSilent(DriverError):
     """The unit did not answer in time; the line itself is fine."""
 
@@ -70,9 +79,13 @@ class ModbusBus:
                 await asyncio.sleep(wait)
             reader = getattr(self._client, _READERS[table])
             try:
-                # pymodbus keeps its own timeout; ours also bounds a line that hangs.
-                return await asyncio.wait_for(reader(start, count=count, device_id=unit),
-                                              self.settings.timeout * 2)
+                # pymodbus keeps its own timeout; ours also bounds a line that hangs. Not
+                # wait_for: it runs the read as a task of its own and, when we are
+                # cancelled, waits for that task to agree, which a pymodbus read may not.
+                async with asyncio.timeout(self.settings.timeout * 2):
+                    response = await reader(start, count=count, device_id=unit)
+                _honour_cancellation()
+                return response
             except ModbusIOException as exc:
                 if self._client is not None and not self._client.connected:
                     await self._disconnect()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,10 +21,12 @@ from agent.settings.models import ModbusDevice, ModbusTag
 
 from ..base import Sample
 from .bus import ModbusBus, UnitSilent
-from .decode import DecodeError, decode_registers
+from .decode import DecodeError, Decoder, compile_decoder
 from .plan import BIT_TABLES, ReadRequest, plan_reads
 
 log = logging.getLogger("floorlink.modbus")
+
+Compiled = tuple[ModbusTag, int, Decoder]  # tag, where it starts in the response, decoder
 
 EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
                    4: "server device failure", 6: "server device busy",
@@ -43,6 +46,8 @@ class ModbusDriver:
         self.plan = list(self.initial_plan)
         self.tag_errors: dict[str, str] = {}
         self._holding_bus = False
+        # By identity: hashing a request hashes every tag model in it, on every poll.
+        self._decoders: dict[int, tuple[ReadRequest, list[Compiled]]] = {}
 
     async def open(self) -> None:
         if not self._holding_bus:
@@ -63,7 +68,9 @@ class ModbusDriver:
             yield samples
             # Polls stretch rather than pile up when a read or the consumer is slow.
             next_poll = max(next_poll + self.device.poll_interval, loop.time())
-            await asyncio.sleep(next_poll - loop.time())
+            delay = next_poll - loop.time()
+            if delay > 0:
+                await asyncio.sleep(delay)
 
     async def read_raw(self, request: ReadRequest) -> Any:
         try:
@@ -83,18 +90,36 @@ class ModbusDriver:
             return [self._bad(tag, now, after_gap,
                               f"{describe_exception(code)} reading {request.table} "
                               f"{tag.location[1]}")]
+        words = response.bits if request.table in BIT_TABLES else response.registers
+        if len(words) < request.count:
+            return [self._bad(tag, now, after_gap,
+                              f"short answer: {len(words)} of {request.count} values")
+                    for tag in request.tags]
         samples = []
-        for tag in request.tags:
+        for tag, start, decode in self._compiled(request):
             try:
-                value = decode_response(response, request, tag)
-            except (DecodeError, IndexError, ValueError) as exc:
+                value = decode(words, start)
+            except (DecodeError, IndexError, ValueError, struct.error) as exc:
                 samples.append(self._bad(tag, now, after_gap, f"cannot decode: {exc}"))
                 continue
-            if tag.name in self.tag_errors:
+            if self.tag_errors and tag.name in self.tag_errors:
                 log.info("%s.%s readable again", self.device_id, tag.name)
                 del self.tag_errors[tag.name]
             samples.append(Sample(self.device_id, tag.name, value, "good", now, after_gap))
         return samples
+
+    def _compiled(self, request: ReadRequest) -> list[Compiled]:
+        """Where each tag sits in the response and how to decode it, worked out once."""
+        cached = self._decoders.get(id(request))
+        if cached is not None and cached[0] is request:
+            return cached[1]
+        compiled: list[Compiled] = []
+        for tag in request.tags:
+            start = tag.location[1] - request.start
+            compiled.append((tag, start,
+                             _bit if request.table in BIT_TABLES else compile_decoder(tag)))
+        self._decoders[id(request)] = (request, compiled)
+        return compiled
 
     async def _split(self, request: ReadRequest, after_gap: bool) -> list[Sample]:
         tags = list(request.tags)
@@ -121,8 +146,5 @@ class ModbusDriver:
             await self.bus.release()
 
 
-def decode_response(response: Any, request: ReadRequest, tag: ModbusTag) -> object:
-    offset = tag.location[1] - request.start
-    if request.table in BIT_TABLES:
-        return bool(response.bits[offset])
-    return decode_registers(response.registers[offset:offset + tag.width], tag)
+def _bit(bits: Any, at: int) -> object:
+    return bool(bits[at])

@@ -1,0 +1,1 @@
+"""floorlink benchmarks: each measures floorlink against its raw baseline in the same run."""

@@ -1,0 +1,40 @@
+"""python -m bench [NAME ...]: run benchmarks, print one table, write bench/results.json."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import time
+from pathlib import Path
+
+from .modbus_throughput import run as modbus_throughput
+
+BENCHMARKS = {"modbus": modbus_throughput}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all): {', '.join(BENCHMARKS)}")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    args = parser.parse_args()
+    rows = []
+    unknown = set(args.names) - set(BENCHMARKS)
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}")
+    for name in args.names or list(BENCHMARKS):
+        rows.extend(asyncio.run(BENCHMARKS[name](args.seconds)))
+    print(f"{'figure':<44} {'floorlink':>14} {'raw ceiling':>14} {'ratio':>7}")
+    for row in rows:
+        print(f"{row['figure']:<44} {row['floorlink']:>14,.0f} {row['ceiling']:>14,.0f} "
+              f"{row['ratio']:>7.2f}" + (f"   {row['note']}" if row.get("note") else ""))
+    out = Path(__file__).parent / "results.json"
+    out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                               "machine": platform.platform(), "rows": rows}, indent=2))
+    print(f"\nwritten to {out}")
+
+
+if __name__ == "__main__":  # spawned server processes import this module too
+    main()

@@ -117,3 +117,11 @@ def test_the_plan_reads_exactly_the_tags_asked_for(specs: list[tuple[str, int, s
             width = 1 if bits else t.width
             assert request.start <= t.location[1]
             assert t.location[1] + width <= request.start + request.count
+
+
+def test_enum_maps_name_integer_values() -> None:
+    mode = tag(type="uint16", enum={0: "off", 1: "auto", 2: "manual"})
+    assert decode_registers([1], mode) == "auto"
+    assert decode_registers([7], mode) == 7  # no name: the number itself
+    with pytest.raises(ValueError, match="integer type"):
+        tag(type="float32", enum={0: "off"})

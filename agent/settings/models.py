@@ -152,6 +152,11 @@ class ModbusTag(TagBase):
     )
     scale: float = 1.0
     offset: float = 0.0
+    enum: dict[int, str] | None = Field(
+        default=None,
+        description="Map raw integer values to names, e.g. {0: 'off', 1: 'auto'}; a value "
+        "with no name is passed on as its number.",
+    )
 
     @model_validator(mode="after")
     def _one_addressing_form(self) -> ModbusTag:
@@ -167,6 +172,9 @@ class ModbusTag(TagBase):
             split_conventional_register(self.register_number)
         if self.type == "string" and self.length is None:
             raise ValueError("a 'string' tag needs 'length' (registers, two characters each)")
+        if self.enum is not None and self.type not in ("int16", "uint16", "int32", "uint32",
+                                                       "int64", "uint64"):
+            raise ValueError("'enum' names integer values: use it with an integer type")
         table = self.location[0]
         if table in ("coil", "discrete_input") and self.type != "bool":
             raise ValueError(f"a {table} holds one bit: set type 'bool'")

@@ -37,6 +37,15 @@ def order_bytes(words: Sequence[int], order: str) -> bytes:
 def compile_decoder(tag: ModbusTag) -> Decoder:
     """Decode `tag.width` words at an offset of a response (the caller checks its length)."""
     raw = _raw_decoder(tag)
+    if tag.enum is not None:
+        names = dict(tag.enum)
+        number = raw
+
+        def named(words: Sequence[int], at: int) -> object:
+            value = number(words, at)
+            return names.get(value, value) if isinstance(value, int) else value
+
+        return named
     if tag.type in ("bool", "string") or (tag.scale == 1.0 and tag.offset == 0.0):
         return raw
     scale, offset = tag.scale, tag.offset

@@ -38,6 +38,13 @@ class Sink:
                     await asyncio.wait_for(self.changed.wait(), 1.0)
 
 
+async def stop(task: asyncio.Task[Any]) -> None:
+    """Cancel a device task and wait until it has unwound."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def start_modbus(port: int, words: list[int]) -> Any:
     from pymodbus.server import ModbusTcpServer
     from pymodbus.simulator import DataType, SimData, SimDevice
@@ -94,9 +101,7 @@ async def test_modbus_values_exception_response_outage_and_recovery(
         recoveries = [r for r in caplog.records if "device plc recovered" in r.message]
         assert (len(downs), len(recoveries)) == (1, 1), "logged once down, once recovered"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await server.shutdown()
 
 
@@ -146,7 +151,5 @@ async def test_opcua_namespace_uri_survives_reordering_and_reconnect() -> None:
                             and sink.latest()["count"].value == 99, within=30)
         assert sink.latest()["count"].after_gap
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await server.stop()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import free_port
 from serial_line import SerialLine
-from test_drivers import Sink
+from test_drivers import Sink, stop
 
 from agent.settings.models import ModbusRtuDevice, ModbusRtuOverTcpDevice, ModbusTcpDevice
 from drivers.runner import DeviceHealth, DriverFactory, run_device
@@ -106,9 +105,7 @@ async def test_rtu_over_tcp_reads_through_a_converter() -> None:
         await sink.wait_for(lambda: "count" in sink.latest())
         assert sink.latest()["state"].value == 500
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await server.shutdown()
 
 
@@ -144,9 +141,7 @@ async def test_an_exception_inside_a_merged_read_isolates_the_bad_address(
         assert len(driver.plan) >= 2  # type: ignore[attr-defined]
         assert health.state == "up"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)
         await server.shutdown()
 
 
@@ -160,6 +155,4 @@ async def test_serial_settings_the_port_refuses_give_a_clear_device_error(
         assert "check baudrate, parity and stopbits" in str(health.last_error)
         assert not task.done(), "the device task keeps retrying; it did not crash"
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await stop(task)

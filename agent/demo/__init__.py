@@ -119,7 +119,7 @@ async def _report_uplink(agent: Agent) -> None:
     draining = False
     while True:
         health = agent.uplinks[0].health
-        stats = await agent.outbox.stats() if agent.outbox else None
+        stats = agent.board.buffer  # refreshed every second by the agent's maintenance loop
         backlog = sum(stats.backlog.get(health.uplink, {}).values()) if stats else 0
         now = time.monotonic()
         if health.connected != last_connected:

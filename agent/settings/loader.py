@@ -18,7 +18,14 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, ConfigIssue
-from .models import Config, ModbusRtuDevice, ModbusRtuOverTcpDevice, ModbusTag, OpcUaTag
+from .models import (
+    Config,
+    ModbusRtuDevice,
+    ModbusRtuOverTcpDevice,
+    ModbusTag,
+    OpcUaDevice,
+    OpcUaTag,
+)
 from .secrets import MASK, resolve_secrets
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
@@ -295,7 +302,7 @@ def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:
     units: dict[tuple[str, int], int] = {}
     for index, device in enumerate(config.devices):
         line = bus_key(device)
-        if line is None:
+        if line is None or isinstance(device, OpcUaDevice):
             continue
         if line in first_on_line:
             first = config.devices[first_on_line[line]]
@@ -306,11 +313,11 @@ def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:
                                 f"devices[{first_on_line[line]}] ({first.id}) shares this line "
                                 f"with {setting} {theirs!r}; one line has one setting")
         first_on_line.setdefault(line, index)
-        if (line, device.unit) in units:  # type: ignore[union-attr]
-            yield issue(("devices", index, "unit"), repr(device.unit),  # type: ignore[union-attr]
-                        f"unit {device.unit} is already devices[{units[(line, device.unit)]}] "  # type: ignore[union-attr]
+        if (line, device.unit) in units:
+            yield issue(("devices", index, "unit"), repr(device.unit),
+                        f"unit {device.unit} is already devices[{units[(line, device.unit)]}] "
                         "on this line; each unit on a bus needs its own id")
-        units.setdefault((line, device.unit), index)  # type: ignore[union-attr]
+        units.setdefault((line, device.unit), index)
 
 
 def bus_key(device: object) -> str | None:

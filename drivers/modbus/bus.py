@@ -61,7 +61,7 @@ class ModbusBus:
             self._users = 0
             await self._disconnect()
 
-    async def read_nothing_but_open(self) -> None:
+    async def open_line(self) -> None:
         """Open the line if it is not open; raise DeviceUnreachable if it cannot be."""
         async with self.lock:
             await self._connect()

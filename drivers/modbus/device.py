@@ -54,7 +54,7 @@ class ModbusDriver:
             self.bus.acquire()
             self._holding_bus = True
         self.plan = list(self.initial_plan)  # the device may have been fixed meanwhile
-        await self.bus.read_nothing_but_open()
+        await self.bus.open_line()
 
     async def batches(self) -> AsyncIterator[list[Sample]]:
         loop = asyncio.get_running_loop()

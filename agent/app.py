@@ -13,10 +13,11 @@ import os
 import socket
 from collections.abc import Callable
 
-from buffer import Outbox
+from buffer import Limits, Outbox, enforce
 from drivers.base import Sample
 from drivers.runner import DeviceHealth, DriverFactory, run_device
 
+from .control.server import AgentLock, ControlServer
 from .derive import DeriveContext, compile_assets, compile_devices
 from .errors import BufferError
 from .events import Event
@@ -53,9 +54,27 @@ class Agent:
 
     async def run(self) -> None:
         config = self.config
+        lock = AgentLock(config.buffer.path)
+        try:
+            config.buffer.path.parent.mkdir(parents=True, exist_ok=True)
+            lock.acquire()
+        except OSError as exc:
+            raise BufferError(f"cannot lock {lock.path}: {exc.strerror}; set buffer.path to a "
+                              "writable place") from exc
+        try:
+            await self._run_locked()
+        finally:
+            lock.release()
+
+    async def _run_locked(self) -> None:
+        config = self.config
+        limits = config.buffer.limits
         self.outbox = outbox = await Outbox.open(
-            config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous)
+            config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous,
+            Limits(int(limits.size), int(limits.hard_size), limits.telemetry_age))
+        _report_opening(outbox)
         status: StatusServer | None = None
+        control: ControlServer | None = None
         try:
             saved = await outbox.load_states()
             queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
@@ -66,12 +85,13 @@ class Agent:
                 device_specs=compile_devices(config))
             self.board.assets = pipeline.states
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
-            self.forwarders = [Forwarder(u, outbox, _window(s))
+            self.forwarders = [Forwarder(u, outbox, _window(s), s.max_rate)
                                for u, s in zip(self.uplinks, config.uplinks, strict=True)]
             self.board.uplinks = [u.health for u in self.uplinks]
             if config.status.enabled:
                 status = StatusServer(self.board, config.status.bind, config.status.port)
                 await status.start()
+            control = await _start_control(outbox)
             async with asyncio.TaskGroup() as group:
                 producers = []  # devices and the writer stop first, the forwarders last
                 make_driver = DriverFactory()
@@ -110,19 +130,30 @@ class Agent:
         finally:
             self.board.alive = False
             notify_systemd("STOPPING=1")
+            if control is not None:
+                await control.close()
             await self._shutdown(status)
 
     async def _maintain(self, pipeline: Pipeline) -> None:
-        assert self.outbox is not None
+        """Once a second, or at once when a write found no space: prune what every uplink
+        has, enforce the limits, refresh the buffer's figures for the status page."""
+        outbox = self.outbox
+        assert outbox is not None
         while True:
             self.board.assets = pipeline.states
+            outbox.pressure.clear()
             try:
-                await self.outbox.prune()
-                self.board.buffer = await self.outbox.stats()
+                for forwarder in self.forwarders:
+                    await forwarder.flush()  # drops are counted against fresh cursors
+                await outbox.prune()
+                healthy = [u.id for u in self.uplinks if u.health.connected]
+                await enforce(outbox, healthy)
+                self.board.buffer = await outbox.stats()
                 self.board.buffer_error = pipeline.last_error
             except BufferError as exc:
                 self.board.buffer_error = str(exc)
-            await asyncio.sleep(MAINTENANCE_INTERVAL)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(outbox.pressure.wait(), MAINTENANCE_INTERVAL)
 
     async def _final_confirmation(self) -> None:
         # If the disk refuses, the counts stay pending in the committed state and are
@@ -159,6 +190,26 @@ class Agent:
             await status.close()
         if self.outbox is not None:
             await self.outbox.close()
+
+
+def _report_opening(outbox: Outbox) -> None:
+    if outbox.salvage is not None:
+        log.error("%s", outbox.salvage.describe())
+    if outbox.migrated_from is not None:
+        log.info("buffer upgraded from schema %d; the old file is kept as %s",
+                 outbox.migrated_from, outbox.migration_backup)
+
+
+async def _start_control(outbox: Outbox) -> ControlServer | None:
+    control = ControlServer(outbox)
+    try:
+        await control.start()
+    except OSError as exc:
+        # Not fatal: the plant keeps running; only `floorlink buffer` needs the agent stopped.
+        log.warning("control socket %s not available (%s); `floorlink buffer` commands work "
+                    "only while the agent is stopped", control.path, exc)
+        return None
+    return control
 
 
 def _make_uplink(settings: MqttUplink, config: Config) -> Uplink:

@@ -5,6 +5,7 @@
     floorlink check-config -c FILE   'ok', or every error at once (exit 78)
     floorlink schema                 the configuration's JSON Schema
     floorlink simulate               only the simulated line (for tests and benchmarks)
+    floorlink buffer ACTION -c FILE  stats, dead-letters, replay, export, alarms
 """
 
 from __future__ import annotations
@@ -70,6 +71,10 @@ def _parser() -> argparse.ArgumentParser:
     add("check-config", _check_config, "Validate a configuration file; print 'ok' or every error.")
     probe = add("probe", _probe, "Read every tag of one device once, for commissioning.")
     probe.add_argument("device", help="the device id from the configuration")
+    buffer = add("buffer", _buffer, "Inspect the buffer, replay dead letters, export events.")
+    from .control.arguments import add_arguments
+
+    add_arguments(buffer)
     add("schema", _schema, "Print the configuration's JSON Schema.", config=False)
     sim = add("simulate", _simulate, "Serve only the simulated press line.", config=False)
     sim.add_argument("--seed", type=int, default=7)
@@ -126,6 +131,18 @@ def _probe(args: argparse.Namespace) -> int:
     from .probe import probe
 
     return asyncio.run(probe(config, args.device))
+
+
+def _buffer(args: argparse.Namespace) -> int:
+    _setup_logging("error" if args.log_level == "info" else args.log_level)
+    try:
+        config = _load(args.config)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
+    from .control.command import run
+
+    return run(args, config)
 
 
 def _schema(args: argparse.Namespace) -> int:

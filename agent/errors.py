@@ -69,4 +69,8 @@ class UplinkUnavailable(UplinkError):
 
 
 class UplinkRejected(UplinkError):
-    pass
+    """`answer` is what the upstream said (a status line and a body excerpt), if anything."""
+
+    def __init__(self, message: str, answer: str | None = None) -> None:
+        super().__init__(message)
+        self.answer = answer

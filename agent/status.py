@@ -45,6 +45,8 @@ class StatusBoard:
             buffer["backlog"] = {
                 uplink: {_LANE_LABELS[lane]: count for lane, count in lanes.items()}
                 for uplink, lanes in buffer["backlog"].items()}
+            for alarm in buffer["alarms"]:
+                alarm["raised_at"] = format_time(alarm["raised_at"])
         return {
             "agent": {"site": self.site, "id": self.agent, "version": __version__,
                       "started_at": format_time(self.started_at),
@@ -53,6 +55,7 @@ class StatusBoard:
             "uplinks": [_times_as_text(dataclasses.asdict(u)) for u in self.uplinks],
             "buffer": buffer,
             "buffer_error": self.buffer_error,
+            "alarms": buffer["alarms"] if buffer else [],
             "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
         }
 

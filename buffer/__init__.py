@@ -1,5 +1,8 @@
 """The local SQLite buffer: a transactional outbox with one delivery cursor per uplink."""
 
-from .outbox import LANES, BufferStats, Outbox, StoredEvent
+from .migrate import SCHEMA_VERSION
+from .outbox import LANE_CLASSES, LANES, Alarm, BufferStats, DeadLetter, Outbox, StoredEvent
+from .retention import Enforced, Limits, enforce
 
-__all__ = ["LANES", "BufferStats", "Outbox", "StoredEvent"]
+__all__ = ["LANES", "LANE_CLASSES", "SCHEMA_VERSION", "Alarm", "BufferStats", "DeadLetter",
+           "Enforced", "Limits", "Outbox", "StoredEvent", "enforce"]

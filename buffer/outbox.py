@@ -3,7 +3,7 @@
 Derivation state and the events it produced commit in ONE transaction, so a
 crash at any instant leaves them consistent. Each uplink keeps a cursor per
 lane; an event leaves the buffer only when every configured uplink has
-acknowledged it.
+acknowledged it (or retention had to drop it, which is counted and alarmed).
 
 Durability is explicit: `synchronous=FULL` (default) makes every commit reach
 the disk before it counts, so power loss loses nothing that was committed.
@@ -22,9 +22,8 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -32,8 +31,13 @@ import aiosqlite
 
 from agent.errors import BufferError
 
-SCHEMA_VERSION = 1
+from .opening import NotUsable, Prepared, prepare
+from .recovery import Salvage
+from .retention import Limits
+
 LANES = (0, 1, 2)
+LANE_CLASSES = {0: "hold", 1: "business", 2: "telemetry"}
+NO_UPLINK = "-"  # drop counts when no uplink is configured
 
 
 class CommittableEvent(Protocol):
@@ -64,32 +68,72 @@ class StoredEvent:
     body: str
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    uplink: str
+    event_id: str
+    type: str
+    subject: str
+    lane: int
+    reason: str
+    answer: str | None
+    attempts: int
+    status: str
+    at: float
+    body: str
+
+    def as_event(self, position: int = 0) -> StoredEvent:
+        return StoredEvent(position, self.event_id, self.lane, self.subject, self.type, self.body)
+
+
+@dataclass(frozen=True)
+class Alarm:
+    key: str
+    severity: str
+    message: str
+    raised_at: float
+
+
 @dataclass
 class BufferStats:
     path: str
     epoch: int
     file_bytes: int
+    used_bytes: int
     events: int
+    limits: dict[str, float] = field(default_factory=dict)
+    fill: float | None = None  # used / hard limit
     backlog: dict[str, dict[int, int]] = field(default_factory=dict)  # uplink -> lane -> count
     dead_letters: dict[str, int] = field(default_factory=dict)
+    replays_queued: dict[str, int] = field(default_factory=dict)
     oldest_pending_at: dict[str, float | None] = field(default_factory=dict)
+    drops: dict[str, dict[str, int]] = field(default_factory=dict)  # uplink -> class -> count
+    alarms: list[Alarm] = field(default_factory=list)
 
 
 class Outbox:
-    def __init__(self, db: aiosqlite.Connection, path: Path, epoch: int,
-                 uplinks: Sequence[str]) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path, prepared: Prepared,
+                 uplinks: Sequence[str], limits: Limits) -> None:
         self._db = db
         self.path = path
-        self.epoch = epoch
-        self._uplinks = tuple(uplinks)
+        self.epoch = prepared.epoch
+        self.salvage: Salvage | None = prepared.salvage
+        self.migrated_from = prepared.migrated_from
+        self.migration_backup = prepared.backup
+        self.uplinks = tuple(uplinks)
+        self.limits = limits
+        self.page_size = 4096
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
+        self.pressure = asyncio.Event()  # set when a write failed for lack of space
 
     # ---------------------------------------------------------------- lifecycle
 
     @classmethod
     async def open(cls, path: Path, uplinks: Sequence[str],
-                   synchronous: Literal["full", "normal"] = "full") -> Outbox:
+                   synchronous: Literal["full", "normal"] = "full",
+                   limits: Limits | None = None) -> Outbox:
+        limits = limits or Limits()
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -98,26 +142,53 @@ class Outbox:
                 "set buffer.path to a writable place (the systemd unit uses /var/lib/floorlink)"
             ) from exc
         try:
+            prepared = await asyncio.to_thread(prepare, path)
+        except NotUsable as exc:
+            raise BufferError(str(exc)) from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise BufferError(f"cannot prepare the buffer {path}: {exc}; check that the "
+                              "directory is writable and the disk has space") from exc
+        try:
             db = await aiosqlite.connect(path, isolation_level=None)
         except (sqlite3.Error, OSError) as exc:
             raise BufferError(f"cannot open the buffer {path}: {exc}") from exc
+        outbox = cls(db, path, prepared, uplinks, limits)
         try:
             await db.execute("PRAGMA busy_timeout = 5000")
-            mode = await (await db.execute("PRAGMA journal_mode = WAL")).fetchone()
-            if mode is None or str(mode[0]).lower() != "wal":
-                raise BufferError(f"{path}: the file system does not support WAL mode")
+            await db.execute("PRAGMA journal_mode = WAL")
             await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
-            schema = resources.files("buffer").joinpath("schema.sql").read_text("utf-8")
-            await db.executescript(schema)
-            epoch = await _ensure_meta(db)
+            row = await (await db.execute("PRAGMA page_size")).fetchone()
+            outbox.page_size = int(row[0]) if row else 4096
+            if limits.hard_bytes:
+                # A ceiling SQLite itself enforces: the file cannot outgrow the hard limit
+                # by more than a margin even if retention falls behind.
+                ceiling = int(limits.hard_bytes * 1.1) // outbox.page_size + 64
+                await db.execute(f"PRAGMA max_page_count = {ceiling}")
         except sqlite3.Error as exc:
             await db.close()
             raise BufferError(f"cannot prepare the buffer {path}: {exc}") from exc
-        return cls(db, path, epoch, uplinks)
+        return outbox
 
     async def close(self) -> None:
         async with self._lock:
             await self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """The connection inside BEGIN IMMEDIATE .. COMMIT, under the writer lock."""
+        async with self._lock:
+            try:
+                await self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                    await self._db.execute("COMMIT")
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        await self._db.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                error = self._translate(exc)
+                raise error from exc
 
     # ---------------------------------------------------------------- writing
 
@@ -130,30 +201,24 @@ class Outbox:
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    await self._db.executemany(
-                        "INSERT INTO events (id, lane, subject, type, body, committed_at) "
-                        "VALUES (?, ?, ?, ?, ?, ?)", event_rows)
-                    await self._db.executemany(
-                        "INSERT INTO asset_state (asset, state, updated_at) VALUES (?, ?, ?) "
-                        "ON CONFLICT(asset) DO UPDATE SET state = excluded.state, "
-                        "updated_at = excluded.updated_at", state_rows)
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from exc
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO events (id, lane, subject, type, body, committed_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", event_rows)
+            await db.executemany(
+                "INSERT INTO asset_state (asset, state, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT(asset) DO UPDATE SET state = excluded.state, "
+                "updated_at = excluded.updated_at", state_rows)
         if event_rows:
-            for listener in self._listeners:
-                listener()
+            self._notify()
 
     def listen(self, callback: Callable[[], None]) -> None:
-        """Call `callback` after every commit that stored events (forwarders wake on it)."""
+        """Call `callback` after every commit that stored events, and on replay requests."""
         self._listeners.append(callback)
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            listener()
 
     # ---------------------------------------------------------------- delivery
 
@@ -171,42 +236,153 @@ class Outbox:
 
     async def advance(self, uplink: str, positions: dict[int, int]) -> None:
         """Record that everything up to `positions[lane]` is acknowledged by `uplink`."""
-        await self._write_many(
-            "INSERT INTO cursors (uplink, lane, position) VALUES (?, ?, ?) "
-            "ON CONFLICT(uplink, lane) DO UPDATE SET position = MAX(position, excluded.position)",
-            [(uplink, lane, pos) for lane, pos in positions.items()])
+        async with self.transaction() as db:
+            await db.executemany(
+                "INSERT INTO cursors (uplink, lane, position) VALUES (?, ?, ?) "
+                "ON CONFLICT(uplink, lane) DO UPDATE SET "
+                "position = MAX(position, excluded.position)",
+                [(uplink, lane, pos) for lane, pos in positions.items()])
 
-    async def dead_letter(self, uplink: str, event: StoredEvent, reason: str) -> None:
-        await self._write_many(
-            "INSERT OR REPLACE INTO dead_letters (uplink, event_id, position, reason, at, body) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [(uplink, event.id, event.position, reason, time.time(), event.body)])
+    async def dead_letter(self, uplink: str, event: StoredEvent, reason: str,
+                          answer: str | None = None, attempts: int = 1) -> None:
+        """Keep a refused event with why; a refused replay counts one more attempt."""
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO dead_letters (uplink, event_id, position, reason, at, body, lane, "
+                "subject, type, answer, attempts, status) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'dead') "
+                "ON CONFLICT(uplink, event_id) DO UPDATE SET reason = excluded.reason, "
+                "answer = excluded.answer, at = excluded.at, status = 'dead', "
+                "attempts = dead_letters.attempts + excluded.attempts",
+                (uplink, event.id, event.position, reason, time.time(), event.body, event.lane,
+                 event.subject, event.type, answer, attempts))
+
+    async def dead_letters(self, uplink: str | None = None,
+                           status: str | None = "dead") -> list[DeadLetter]:
+        clauses, params = [], []
+        if uplink is not None:
+            clauses.append("uplink = ?")
+            params.append(uplink)
+        if status is not None:
+            clauses.append("status = ?")
+            params.append(status)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = await self._read(
+            "SELECT uplink, event_id, type, subject, lane, reason, answer, attempts, status, at, "
+            f"body FROM dead_letters {where} ORDER BY at, position", params)
+        return [DeadLetter(str(r[0]), str(r[1]), str(r[2]), str(r[3]), int(r[4]), str(r[5]),
+                           None if r[6] is None else str(r[6]), int(r[7]), str(r[8]),
+                           float(r[9]), str(r[10])) for r in rows]
+
+    async def request_replay(self, event_ids: Sequence[str] | None,
+                             uplink: str | None = None) -> int:
+        """Queue dead letters for another attempt: the given ids, or all (per uplink)."""
+        clauses, params = ["status = 'dead'"], []
+        if uplink is not None:
+            clauses.append("uplink = ?")
+            params.append(uplink)
+        if event_ids is not None:
+            clauses.append(f"event_id IN ({','.join('?' * len(event_ids))})")
+            params.extend(event_ids)
+        async with self.transaction() as db:
+            cursor = await db.execute(
+                "UPDATE dead_letters SET status = 'queued', replay_asked_at = ? "
+                f"WHERE {' AND '.join(clauses)}", (time.time(), *params))
+            count = max(cursor.rowcount, 0)
+        if count:
+            self._notify()
+        return count
+
+    async def queued_replays(self, uplink: str, limit: int) -> list[StoredEvent]:
+        letters = await self._read(
+            "SELECT position, event_id, lane, subject, type, body FROM dead_letters "
+            "WHERE uplink = ? AND status = 'queued' ORDER BY position LIMIT ?", (uplink, limit))
+        return [StoredEvent(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]), str(r[5]))
+                for r in letters]
+
+    async def replay_delivered(self, uplink: str, event_id: str) -> None:
+        async with self.transaction() as db:
+            await db.execute("UPDATE dead_letters SET status = 'delivered', delivered_at = ? "
+                             "WHERE uplink = ? AND event_id = ?", (time.time(), uplink, event_id))
 
     async def prune(self) -> int:
         """Delete events every configured uplink has acknowledged. Without uplinks, keep all."""
-        if not self._uplinks:
+        if not self.uplinks:
             return 0
         removed = 0
         for lane in LANES:
-            placeholders = ",".join("?" * len(self._uplinks))
-            rows = await self._read(
-                "SELECT uplink, position FROM cursors "
-                f"WHERE lane = ? AND uplink IN ({placeholders})",
-                (lane, *self._uplinks))
-            if len(rows) < len(self._uplinks):
-                continue  # an uplink that never acknowledged anything holds the whole lane
-            floor = min(int(pos) for _, pos in rows)
-            removed += await self._write_many(
-                "DELETE FROM events WHERE lane = ? AND position <= ?", [(lane, floor)])
+            floor = await self._lane_floor(lane, self.uplinks)
+            if floor:
+                async with self.transaction() as db:
+                    cursor = await db.execute(
+                        "DELETE FROM events WHERE lane = ? AND position <= ?", (lane, floor))
+                    removed += max(cursor.rowcount, 0)
         return removed
+
+    async def _lane_floor(self, lane: int, uplinks: Sequence[str]) -> int:
+        """The highest position every one of `uplinks` has acknowledged in `lane`."""
+        placeholders = ",".join("?" * len(uplinks))
+        rows = await self._read(
+            f"SELECT uplink, position FROM cursors WHERE lane = ? AND uplink IN ({placeholders})",
+            (lane, *uplinks))
+        if len(rows) < len(uplinks):
+            return 0  # an uplink that never acknowledged anything holds the whole lane
+        return min(int(pos) for _, pos in rows)
+
+    # ---------------------------------------------------------------- alarms, export
+
+    async def raise_alarm(self, key: str, severity: str, message: str) -> None:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO alarms (key, severity, message, raised_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
+                "message = excluded.message", (key, severity, message, time.time()))
+
+    async def clear_alarm(self, key: str | None) -> int:
+        """Acknowledge one alarm, or all of them with None."""
+        async with self.transaction() as db:
+            if key is None:
+                cursor = await db.execute("DELETE FROM alarms")
+            else:
+                cursor = await db.execute("DELETE FROM alarms WHERE key = ?", (key,))
+            return max(cursor.rowcount, 0)
+
+    async def alarms(self) -> list[Alarm]:
+        rows = await self._read("SELECT key, severity, message, raised_at FROM alarms ORDER BY key")
+        return [Alarm(str(r[0]), str(r[1]), str(r[2]), float(r[3])) for r in rows]
+
+    async def export(self, since: float, batch: int = 1000) -> AsyncIterator[StoredEvent]:
+        """Every buffered event committed at or after `since`, in commit order."""
+        after = 0
+        while True:
+            rows = await self._read(
+                "SELECT position, id, lane, subject, type, body FROM events "
+                "WHERE position > ? AND committed_at >= ? ORDER BY position LIMIT ?",
+                (after, since, batch))
+            for r in rows:
+                yield StoredEvent(int(r[0]), str(r[1]), int(r[2]), str(r[3]), str(r[4]),
+                                  str(r[5]))
+            if len(rows) < batch:
+                return
+            after = int(rows[-1][0])
 
     # ---------------------------------------------------------------- reading for status
 
+    async def used_bytes(self) -> int:
+        """Bytes of live pages: unlike the file size, this shrinks when rows are deleted."""
+        pages = await self._read("PRAGMA page_count")
+        free = await self._read("PRAGMA freelist_count")
+        return (int(pages[0][0]) - int(free[0][0])) * self.page_size
+
     async def stats(self) -> BufferStats:
         total = await self._read("SELECT COUNT(*) FROM events")
+        used = await self.used_bytes()
         result = BufferStats(path=str(self.path), epoch=self.epoch,
-                             file_bytes=_file_bytes(self.path), events=int(total[0][0]))
-        for uplink in self._uplinks:
+                             file_bytes=_file_bytes(self.path), used_bytes=used,
+                             events=int(total[0][0]), limits=self.limits.as_dict(),
+                             fill=used / self.limits.hard_bytes if self.limits.hard_bytes
+                             else None)
+        for uplink in self.uplinks:
             cursors = await self.cursors(uplink)
             per_lane: dict[int, int] = {}
             oldest: float | None = None
@@ -220,8 +396,15 @@ class Outbox:
                     oldest = min(oldest, float(row[0][1])) if oldest else float(row[0][1])
             result.backlog[uplink] = per_lane
             result.oldest_pending_at[uplink] = oldest
-            dead = await self._read("SELECT COUNT(*) FROM dead_letters WHERE uplink = ?", (uplink,))
-            result.dead_letters[uplink] = int(dead[0][0])
+            letters = await self._read(
+                "SELECT status, COUNT(*) FROM dead_letters WHERE uplink = ? GROUP BY status",
+                (uplink,))
+            by_status = {str(s): int(n) for s, n in letters}
+            result.dead_letters[uplink] = by_status.get("dead", 0)
+            result.replays_queued[uplink] = by_status.get("queued", 0)
+        for uplink, kind, count in await self._read("SELECT uplink, class, count FROM drops"):
+            result.drops.setdefault(str(uplink), {})[str(kind)] = int(count)
+        result.alarms = await self.alarms()
         return result
 
     # ---------------------------------------------------------------- plumbing
@@ -232,49 +415,21 @@ class Outbox:
                 cursor = await self._db.execute(sql, tuple(params))
                 return [tuple(row) for row in await cursor.fetchall()]
             except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from exc
+                raise self._translate(exc) from exc
 
-    async def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> int:
-        async with self._lock:
-            try:
-                await self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    cursor = await self._db.executemany(sql, rows)
-                    await self._db.execute("COMMIT")
-                except BaseException:
-                    await self._db.execute("ROLLBACK")
-                    raise
-                return max(cursor.rowcount, 0)
-            except sqlite3.Error as exc:
-                raise _translate(exc, self.path) from exc
-
-
-async def _ensure_meta(db: aiosqlite.Connection) -> int:
-    rows = await (await db.execute("SELECT key, value FROM meta")).fetchall()
-    meta = {str(k): str(v) for k, v in rows}
-    if "schema_version" in meta and int(meta["schema_version"]) > SCHEMA_VERSION:
-        raise BufferError(
-            f"the buffer was written by a newer floorlink (schema {meta['schema_version']}, "
-            f"this one knows {SCHEMA_VERSION}); upgrade floorlink or point buffer.path elsewhere")
-    if "epoch" not in meta:
-        # A fresh buffer starts a new epoch: sequences restart, and consumers can tell.
-        epoch = int(time.time() * 1000)
-        await db.execute("BEGIN IMMEDIATE")
-        await db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
-                             [("schema_version", str(SCHEMA_VERSION)), ("epoch", str(epoch))])
-        await db.execute("COMMIT")
-        return epoch
-    return int(meta["epoch"])
-
-
-def _translate(exc: sqlite3.Error, path: Path) -> BufferError:
-    text = str(exc)
-    if "disk is full" in text or "database or disk is full" in text:
-        return BufferError(f"the disk holding {path} is full; free space there. Nothing committed "
-                           "was lost and the agent retries")
-    if "readonly" in text or "read-only" in text:
-        return BufferError(f"{path} is read-only; the agent needs write access to it")
-    return BufferError(f"buffer {path}: {text}")
+    def _translate(self, exc: sqlite3.Error) -> BufferError:
+        text = str(exc)
+        if "disk is full" in text:
+            self.pressure.set()
+            limit = (f" or the buffer reached its ceiling (buffer.limits.hard_size "
+                     f"{self.limits.hard_bytes / 1e6:g} MB + 10%)" if self.limits.hard_bytes
+                     else "")
+            return BufferError(
+                f"no space to write {self.path}: the disk is full{limit}. Nothing committed "
+                "was lost; retention frees space and the write is retried")
+        if "readonly" in text or "read-only" in text:
+            return BufferError(f"{self.path} is read-only; the agent needs write access to it")
+        return BufferError(f"buffer {self.path}: {text}")
 
 
 def _file_bytes(path: Path) -> int:

@@ -1,10 +1,11 @@
--- floorlink buffer, schema version 1.
--- events: the transactional outbox; position orders commits, lane picks priority.
-CREATE TABLE IF NOT EXISTS meta (
+-- floorlink buffer, schema version 2 (a fresh buffer is created from this file;
+-- an older one is brought here by buffer/migrations/NNNN.sql, after a backup).
+CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-CREATE TABLE IF NOT EXISTS events (
+-- The transactional outbox: position orders commits, lane picks priority.
+CREATE TABLE events (
     position     INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
     lane         INTEGER NOT NULL,
@@ -13,26 +14,52 @@ CREATE TABLE IF NOT EXISTS events (
     body         TEXT NOT NULL,
     committed_at REAL NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_lane ON events (lane, position);
+CREATE INDEX events_by_lane ON events (lane, position);
 -- Derivation state per asset, written in the same transaction as its events.
-CREATE TABLE IF NOT EXISTS asset_state (
+CREATE TABLE asset_state (
     asset      TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
 -- Per uplink and lane: every event at or below `position` is acknowledged (or dead-lettered).
-CREATE TABLE IF NOT EXISTS cursors (
+CREATE TABLE cursors (
     uplink   TEXT NOT NULL,
     lane     INTEGER NOT NULL,
     position INTEGER NOT NULL,
     PRIMARY KEY (uplink, lane)
 );
-CREATE TABLE IF NOT EXISTS dead_letters (
-    uplink   TEXT NOT NULL,
-    event_id TEXT NOT NULL,
-    position INTEGER NOT NULL,
-    reason   TEXT NOT NULL,
-    at       REAL NOT NULL,
-    body     TEXT NOT NULL,
+-- Events an uplink refused for good. status: dead -> queued (replay asked) -> delivered,
+-- or back to dead with one more attempt.
+CREATE TABLE dead_letters (
+    uplink      TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    position    INTEGER NOT NULL,
+    reason      TEXT NOT NULL,
+    at          REAL NOT NULL,
+    body        TEXT NOT NULL,
+    lane        INTEGER NOT NULL DEFAULT 1,
+    subject     TEXT NOT NULL DEFAULT '',
+    type        TEXT NOT NULL DEFAULT '',
+    answer      TEXT,
+    attempts    INTEGER NOT NULL DEFAULT 1,
+    status      TEXT NOT NULL DEFAULT 'dead',
+    replay_asked_at REAL,
+    delivered_at    REAL,
     PRIMARY KEY (uplink, event_id)
+);
+CREATE INDEX dead_letters_by_status ON dead_letters (uplink, status);
+-- What retention had to drop, per uplink that never got it and per class.
+CREATE TABLE drops (
+    uplink  TEXT NOT NULL,
+    class   TEXT NOT NULL,
+    count   INTEGER NOT NULL,
+    last_at REAL NOT NULL,
+    PRIMARY KEY (uplink, class)
+);
+-- Conditions a human must see; they stay until acknowledged (or, for fill levels, until cleared).
+CREATE TABLE alarms (
+    key       TEXT PRIMARY KEY,
+    severity  TEXT NOT NULL,
+    message   TEXT NOT NULL,
+    raised_at REAL NOT NULL
 );

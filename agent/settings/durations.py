@@ -1,4 +1,4 @@
-"""Durations as plant engineers write them: "500ms", "30s", "5m", "2h", or plain seconds."""
+"""Durations as plant engineers write them: "500ms", "30s", "5m", "2h", "7d", or plain seconds."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
 
 
 def parse_duration(value: Any) -> Any:
@@ -21,7 +21,8 @@ def parse_duration(value: Any) -> Any:
         match = _PATTERN.match(value)
         if match is None:
             raise ValueError(
-                "expected a duration such as '500ms', '30s', '5m', '2h' or a number of seconds"
+                "expected a duration such as '500ms', '30s', '5m', '2h', '7d' "
+                "or a number of seconds"
             )
         return float(match.group(1)) * _UNITS[match.group(2)]
     return value
@@ -30,9 +31,9 @@ def parse_duration(value: Any) -> Any:
 DURATION_SCHEMA = {
     "anyOf": [
         {"type": "number", "minimum": 0},
-        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h)\s*$"},
+        {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*(ms|s|m|h|d)\s*$"},
     ],
-    "description": "A duration: '500ms', '30s', '5m', '2h', or a number of seconds.",
+    "description": "A duration: '500ms', '30s', '5m', '2h', '7d', or a number of seconds.",
 }
 
 Duration = Annotated[float, BeforeValidator(parse_duration), WithJsonSchema(DURATION_SCHEMA)]

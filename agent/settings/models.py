@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    ByteSize,
     ConfigDict,
     Field,
     SecretStr,
@@ -388,6 +389,38 @@ class Asset(Strict):
 # ---------------------------------------------------------------- buffer, uplinks, status
 
 
+class BufferLimits(Strict):
+    """Sizes as "512MB", "2GiB" or bytes. Fill level counts live pages, not the file."""
+
+    size: ByteSize = Field(
+        default=ByteSize(1_000_000_000),
+        description="Soft limit: above it, raw telemetry is dropped, oldest first (counted).",
+    )
+    hard_size: ByteSize = Field(
+        default=ByteSize(4_000_000_000),
+        description=(
+            "Hard limit: above it, business events are dropped too, oldest first, holds last, "
+            "with a critical alarm. Warnings at 80% and 95%. The file never grows past it by "
+            "more than 10%."
+        ),
+    )
+    telemetry_age: Duration = Field(
+        default=7 * 86400.0, ge=0,
+        description="Raw telemetry older than this is dropped (0: keep until a size limit).",
+    )
+
+    @model_validator(mode="after")
+    def _hard_above_soft(self) -> BufferLimits:
+        if self.hard_size < self.size:
+            hard, soft = (self.hard_size.human_readable(decimal=True),
+                          self.size.human_readable(decimal=True))
+            raise ValueError(f"hard_size ({hard}) must be at least size ({soft}): "
+                             "telemetry goes first, business events last")
+        if self.hard_size < 1_000_000:
+            raise ValueError("hard_size below 1MB leaves no room to buffer an outage")
+        return self
+
+
 class BufferSettings(Strict):
     path: Path = Field(
         default=Path("/var/lib/floorlink/buffer.db"),
@@ -403,6 +436,7 @@ class BufferSettings(Strict):
     commit_interval: Duration = Field(
         default=0.05, ge=0, description="How long the writer gathers samples into one commit."
     )
+    limits: BufferLimits = Field(default_factory=BufferLimits)
 
 
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
@@ -426,6 +460,13 @@ class MqttUplink(Strict):
     keepalive: Duration = Field(default=30.0, ge=5)
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=20, description="Unacknowledged messages on the wire; 20-100 is the sweet spot."
+    )
+    max_rate: Annotated[float, Field(ge=0)] = Field(
+        default=10000,
+        description=(
+            "Events per second at most, so replay after an outage does not flood the broker "
+            "(quality holds never wait). 0: unlimited."
+        ),
     )
 
     @field_validator("topic", "status_topic")

@@ -3,7 +3,10 @@ keeps a bounded window of events in flight, and moves the cursor only over
 events the uplink acknowledged (or that were dead-lettered with their reason).
 
 Holds go before other business events, which go before telemetry. Within a lane
-events are submitted in commit order, so each asset's order is kept.
+events are submitted in commit order, so each asset's order is kept. A pacer
+caps the rate (holds excepted), so replay after an outage does not flood the
+upstream. Dead letters queued for replay by an operator go out between holds
+and the rest, outside the cursor: they were already passed once.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from drivers.runner import backoff_delay
 
 from ..errors import BufferError, UplinkRejected, UplinkUnavailable
 from .base import Uplink
+from .pacing import Pacer
 
 log = logging.getLogger("floorlink.forwarder")
 
@@ -28,10 +32,13 @@ CURSOR_FLUSH_INTERVAL = 0.2
 
 
 class Forwarder:
-    def __init__(self, uplink: Uplink, outbox: Outbox, window: int) -> None:
+    def __init__(self, uplink: Uplink, outbox: Outbox, window: int, rate: float = 0) -> None:
         self.uplink = uplink
         self.outbox = outbox
         self.window = window
+        self.pacer = Pacer(rate, burst=window)
+        self._replays_wanted = True
+        self._replaying: set[str] = set()
         self._kick = asyncio.Event()
         self._new_data = True
         self._read_to: dict[int, int] = {}
@@ -55,7 +62,7 @@ class Forwarder:
                 self._kick.clear()
                 while self.in_flight < self.window:
                     try:
-                        event = await self._next_event()
+                        picked = await self._next_event()
                     except BufferError as exc:
                         # The buffer hiccuped (locked, disk trouble): the rows are still
                         # there, so wait and read again rather than take the agent down.
@@ -63,8 +70,16 @@ class Forwarder:
                         await asyncio.sleep(1.0)
                         self._kick.set()
                         break
-                    if event is None:
+                    if picked is None:
                         break
+                    event, is_replay = picked
+                    if event.lane == 0:
+                        self.pacer.spend()
+                    else:
+                        await self.pacer.take()
+                    if is_replay:
+                        group.create_task(self._deliver_replay(event))
+                        continue
                     self._in_flight[event.lane][event.position] = False
                     self._read_to[event.lane] = event.position
                     group.create_task(self._deliver(event, self.uplink.submit(event)))
@@ -79,43 +94,74 @@ class Forwarder:
 
     def _on_commit(self) -> None:
         self._new_data = True
+        self._replays_wanted = True
         self._kick.set()
 
-    async def _next_event(self) -> StoredEvent | None:
+    async def _next_event(self) -> tuple[StoredEvent, bool] | None:
+        """The next event to send, and whether it is an operator's replay."""
         if self._new_data:
             self._new_data = False
             self._exhausted = dict.fromkeys(LANES, False)
-        for lane in LANES:  # priority order: hold, business, telemetry
+        for lane in LANES:  # priority order: hold, (replays), business, telemetry
+            if lane == 1 and self._replays_wanted:
+                replay = await self._next_replay()
+                if replay is not None:
+                    return replay, True
             queue = self._queued[lane]
             if not queue and not self._exhausted[lane]:
                 fetched = await self.outbox.fetch(lane, self._read_to[lane], FETCH_SIZE)
                 queue.extend(e for e in fetched if e.position > self._read_to[lane])
                 self._exhausted[lane] = len(fetched) < FETCH_SIZE
             if queue:
-                return queue.popleft()
+                return queue.popleft(), False
+        return None
+
+    async def _next_replay(self) -> StoredEvent | None:
+        queued = await self.outbox.queued_replays(self.uplink.id, self.window)
+        for event in queued:
+            if event.id not in self._replaying:
+                self._replaying.add(event.id)
+                return event
+        self._replays_wanted = False
         return None
 
     async def _deliver(self, event: StoredEvent, ack: asyncio.Future[None]) -> None:
-        attempt = 0
+        await self._until_settled(event, ack)
+        self._mark_done(event)
+
+    async def _deliver_replay(self, event: StoredEvent) -> None:
+        try:
+            if await self._until_settled(event, self.uplink.submit(event)):
+                log.info("uplink %s accepted replayed event %s", self.uplink.id, event.id)
+                await self._until_written(functools.partial(
+                    self.outbox.replay_delivered, self.uplink.id, event.id))
+        finally:
+            self._replaying.discard(event.id)
+            self._replays_wanted = True
+            self._kick.set()
+
+    async def _until_settled(self, event: StoredEvent, ack: asyncio.Future[None]) -> bool:
+        """Wait out transient failures; True if delivered, False if dead-lettered."""
+        attempts = 1
         while True:
             try:
                 await ack
                 self.uplink.health.delivered += 1
                 self.uplink.health.last_delivered_at = time.time()
-                break
+                return True
             except UplinkRejected as exc:
                 log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
                           self.uplink.id, event.id, event.type, exc)
-                await self._until_written(
-                    functools.partial(self.outbox.dead_letter, self.uplink.id, event, str(exc)))
+                await self._until_written(functools.partial(
+                    self.outbox.dead_letter, self.uplink.id, event, str(exc), exc.answer,
+                    attempts))
                 self.uplink.health.dead_lettered += 1
-                break
+                return False
             except UplinkUnavailable as exc:
                 self.uplink.health.last_error = str(exc)
-                await asyncio.sleep(backoff_delay(attempt))
-                attempt += 1
+                await asyncio.sleep(backoff_delay(attempts - 1))
+                attempts += 1
                 ack = self.uplink.submit(event)
-        self._mark_done(event)
 
     def _mark_done(self, event: StoredEvent) -> None:
         lane = self._in_flight[event.lane]

@@ -1,0 +1,187 @@
+"""Retention: keep the buffer inside its limits without losing what matters.
+
+Three limits, enforced in this order by `enforce()`:
+
+1. `telemetry_age`: raw telemetry older than this is dropped.
+2. `size` (soft): above it, raw telemetry is dropped, oldest first.
+3. `hard_size`: above it, business events are dropped too, oldest first,
+   holds last, with a loud alarm.
+
+Every drop is counted per uplink that had not yet received the event, and
+per class (hold, business, telemetry). Whatever a limit drops, it first takes
+rows that only *unhealthy* uplinks still need (positions every healthy uplink
+has already acknowledged): a dead uplink loses its own oldest backlog, and a
+healthy one never loses an event while that is possible.
+
+Fill level is measured in live pages (page_count - freelist_count), which
+shrinks when rows are deleted, unlike the file, whose freed pages are reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import aiosqlite
+
+    from .outbox import Outbox
+
+log = logging.getLogger("floorlink.buffer")
+
+CHUNK_ROWS = 2000
+FILL_ALARM = "buffer.fill"
+HARD_LIMIT_ALARM = "buffer.hard_limit"
+WARN_AT, CRITICAL_AT = 0.80, 0.95
+TELEMETRY, BUSINESS, HOLD = 2, 1, 0
+CLASSES = {HOLD: "hold", BUSINESS: "business", TELEMETRY: "telemetry"}
+
+
+@dataclass(frozen=True)
+class Limits:
+    size_bytes: int = 0  # 0: no soft limit
+    hard_bytes: int = 0  # 0: no hard limit
+    telemetry_age: float = 0.0  # seconds; 0: no age limit
+
+    def as_dict(self) -> dict[str, float]:
+        return {"size_bytes": self.size_bytes, "hard_bytes": self.hard_bytes,
+                "telemetry_age_s": self.telemetry_age}
+
+
+@dataclass
+class Enforced:
+    dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # uplink -> class -> n
+    deleted_rows: int = 0
+    fill: float | None = None
+
+    def total(self, kind: str) -> int:
+        return max((by_class.get(kind, 0) for by_class in self.dropped.values()), default=0)
+
+
+async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = None) -> Enforced:
+    """Apply the limits once; `healthy` names the uplinks currently delivering."""
+    limits = outbox.limits
+    now = time.time() if now is None else now
+    result = Enforced()
+    if limits.telemetry_age:
+        cutoff = now - limits.telemetry_age
+        while await _drop_oldest(outbox, TELEMETRY, healthy, result, older_than=cutoff):
+            pass
+    if limits.size_bytes:
+        while await outbox.used_bytes() > limits.size_bytes:
+            if not await _drop_oldest(outbox, TELEMETRY, healthy, result):
+                break
+    if limits.hard_bytes:
+        hard_before = result.total("business") + result.total("hold")
+        for lane in (TELEMETRY, BUSINESS, HOLD):
+            while await outbox.used_bytes() > limits.hard_bytes:
+                if not await _drop_oldest(outbox, lane, healthy, result):
+                    break
+        lost = result.total("business") + result.total("hold") - hard_before
+        if lost:
+            message = (f"the buffer reached its hard limit ({limits.hard_bytes / 1e6:g} MB): "
+                       f"{_describe(result.dropped)} dropped. Fix the uplink that is not "
+                       "delivering, or raise buffer.limits.hard_size if the disk allows")
+            log.error("%s", message)
+            await outbox.raise_alarm(HARD_LIMIT_ALARM, "critical", message)
+        result.fill = await outbox.used_bytes() / limits.hard_bytes
+        await _fill_alarm(outbox, result.fill)
+    if result.total("telemetry"):
+        log.warning("retention dropped telemetry: %s", _describe(result.dropped))
+    return result
+
+
+async def _drop_oldest(outbox: Outbox, lane: int, healthy: Sequence[str], result: Enforced,
+                       older_than: float | None = None) -> bool:
+    """Delete one chunk of the oldest rows of `lane`; False when nothing was eligible.
+
+    Rows every healthy uplink already acknowledged go first; only when there are
+    none left does a limit take rows a healthy uplink still needs.
+    """
+    protected = await _healthy_floor(outbox, lane, healthy)
+    for ceiling in ((protected, None) if protected is not None else (None,)):
+        async with outbox.transaction() as db:
+            upper = await _chunk_end(db, lane, ceiling, older_than)
+            if upper is None:
+                continue
+            await _count_drops(db, outbox.uplinks, lane, upper, result)
+            cursor = await db.execute("DELETE FROM events WHERE lane = ? AND position <= ?",
+                                      (lane, upper))
+            result.deleted_rows += max(cursor.rowcount, 0)
+            return True
+    return False
+
+
+async def _chunk_end(db: aiosqlite.Connection, lane: int, ceiling: int | None,
+                     older_than: float | None) -> int | None:
+    """The last position of the next chunk to drop, or None if nothing qualifies."""
+    rows = list(await (await db.execute(
+        "SELECT position, committed_at FROM events WHERE lane = ? AND position <= ? "
+        "ORDER BY position LIMIT ?",
+        (lane, ceiling if ceiling is not None else 2**62, CHUNK_ROWS))).fetchall())
+    if older_than is not None:
+        # Only the leading run that is old enough: positions are what deletion goes by.
+        old = 0
+        while old < len(rows) and float(rows[old][1]) < older_than:
+            old += 1
+        rows = rows[:old]
+    return int(rows[-1][0]) if rows else None
+
+
+async def _healthy_floor(outbox: Outbox, lane: int, healthy: Sequence[str]) -> int | None:
+    """Positions at or below this are acknowledged by every healthy uplink (None: no
+    healthy uplink, so nothing is protected)."""
+    healthy = [u for u in healthy if u in outbox.uplinks]
+    if not healthy:
+        return None
+    cursors = [(await outbox.cursors(u))[lane] for u in healthy]
+    return min(cursors)
+
+
+async def _count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], lane: int, upper: int,
+                       result: Enforced) -> None:
+    kind = CLASSES[lane]
+    now = time.time()
+    targets: list[tuple[str, int]] = []
+    if not uplinks:
+        targets.append(("-", 0))
+    for uplink in uplinks:
+        row = await (await db.execute(
+            "SELECT position FROM cursors WHERE uplink = ? AND lane = ?", (uplink, lane)
+        )).fetchone()
+        targets.append((uplink, int(row[0]) if row else 0))
+    for uplink, acknowledged in targets:
+        row = await (await db.execute(
+            "SELECT COUNT(*) FROM events WHERE lane = ? AND position > ? AND position <= ?",
+            (lane, acknowledged, upper))).fetchone()
+        count = int(row[0]) if row else 0
+        if not count:
+            continue
+        by_class = result.dropped.setdefault(uplink, {})
+        by_class[kind] = by_class.get(kind, 0) + count
+        await db.execute(
+            "INSERT INTO drops (uplink, class, count, last_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(uplink, class) DO UPDATE SET count = count + excluded.count, "
+            "last_at = excluded.last_at", (uplink, kind, count, now))
+
+
+async def _fill_alarm(outbox: Outbox, fill: float) -> None:
+    current = {a.key: a for a in await outbox.alarms()}.get(FILL_ALARM)
+    if fill >= WARN_AT:
+        severity = "critical" if fill >= CRITICAL_AT else "warning"
+        message = (f"the buffer is {fill:.0%} full ({outbox.limits.hard_bytes / 1e6:g} MB hard "
+                   "limit); at 100% business events are dropped. An uplink is not keeping up")
+        if current is None or current.severity != severity:
+            (log.error if severity == "critical" else log.warning)("%s", message)
+        await outbox.raise_alarm(FILL_ALARM, severity, message)
+    elif current is not None:
+        log.info("the buffer is back below %d%% full", int(WARN_AT * 100))
+        await outbox.clear_alarm(FILL_ALARM)
+
+
+def _describe(dropped: dict[str, dict[str, int]]) -> str:
+    return "; ".join(f"{uplink}: " + ", ".join(f"{n} {kind}" for kind, n in by_class.items())
+                     for uplink, by_class in dropped.items()) or "nothing"

@@ -3,7 +3,8 @@
 Three limits, enforced in this order by `enforce()`:
 
 1. `telemetry_age`: raw telemetry older than this is dropped.
-2. `size` (soft): above it, raw telemetry is dropped, oldest first.
+2. `size` (soft): above it, raw telemetry is dropped, oldest first (while an
+   uplink is down, only telemetry that no healthy uplink still needs).
 3. `hard_size`: above it, business events are dropped too, oldest first,
    holds last, with a loud alarm.
 
@@ -71,15 +72,23 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
         while await _drop_oldest(outbox, TELEMETRY, healthy, result, older_than=cutoff):
             pass
     if limits.size_bytes:
+        # While some uplink is down, the excess is its backlog: the soft limit then takes
+        # only telemetry nobody healthy needs, and the rest waits for the hard limit.
+        someone_down = bool(set(outbox.uplinks) - set(healthy))
         while await outbox.used_bytes() > limits.size_bytes:
-            if not await _drop_oldest(outbox, TELEMETRY, healthy, result):
+            if not await _drop_oldest(outbox, TELEMETRY, healthy, result,
+                                      only_unhealthy=someone_down):
                 break
     if limits.hard_bytes:
         hard_before = result.total("business") + result.total("hold")
-        for lane in (TELEMETRY, BUSINESS, HOLD):
-            while await outbox.used_bytes() > limits.hard_bytes:
-                if not await _drop_oldest(outbox, lane, healthy, result):
-                    break
+        # First everything only unhealthy uplinks still need, in every lane; only then
+        # what a healthy uplink needs. Within each pass: telemetry, business, holds last.
+        for only_unhealthy in (True, False):
+            for lane in (TELEMETRY, BUSINESS, HOLD):
+                while await outbox.used_bytes() > limits.hard_bytes:
+                    if not await _drop_oldest(outbox, lane, healthy, result,
+                                              only_unhealthy=only_unhealthy):
+                        break
         lost = result.total("business") + result.total("hold") - hard_before
         if lost:
             message = (f"the buffer reached its hard limit ({limits.hard_bytes / 1e6:g} MB): "
@@ -95,14 +104,18 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
 
 
 async def _drop_oldest(outbox: Outbox, lane: int, healthy: Sequence[str], result: Enforced,
-                       older_than: float | None = None) -> bool:
+                       older_than: float | None = None, only_unhealthy: bool = False) -> bool:
     """Delete one chunk of the oldest rows of `lane`; False when nothing was eligible.
 
-    Rows every healthy uplink already acknowledged go first; only when there are
-    none left does a limit take rows a healthy uplink still needs.
+    Rows every healthy uplink already acknowledged go first; unless `only_unhealthy`,
+    a limit then takes rows a healthy uplink still needs.
     """
     protected = await _healthy_floor(outbox, lane, healthy)
-    for ceiling in ((protected, None) if protected is not None else (None,)):
+    if protected is None:
+        ceilings: tuple[int | None, ...] = (None,)
+    else:
+        ceilings = (protected,) if only_unhealthy else (protected, None)
+    for ceiling in ceilings:
         async with outbox.transaction() as db:
             upper = await _chunk_end(db, lane, ceiling, older_than)
             if upper is None:

@@ -94,10 +94,13 @@ class Collector:
     port: int
     messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    credentials: tuple[str, str] | None = None
 
     def start(self) -> None:
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{self.port}",
                              clean_session=False)
+        if self.credentials:
+            client.username_pw_set(*self.credentials)
         client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
         client.on_message = self._on_message
         client.reconnect_delay_set(0.2, 1)

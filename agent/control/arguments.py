@@ -30,6 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     clear = alarms.add_mutually_exclusive_group()
     clear.add_argument("--clear", metavar="KEY")
     clear.add_argument("--clear-all", action="store_true")
+    for action in (letters, replay, export, alarms, actions.choices["stats"]):
+        # `floorlink buffer stats -c FILE` reads naturally too; SUPPRESS keeps the
+        # value given before the action when none is given after it.
+        action.add_argument("-c", "--config", type=Path, default=argparse.SUPPRESS,
+                            help="configuration file")
 
 
 def parse_since(text: str) -> float:

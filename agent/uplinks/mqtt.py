@@ -177,6 +177,7 @@ class MqttPublisher:
         if future is None or future.done():
             return  # presence messages are not tracked
         if failed:
-            future.set_exception(UplinkRejected(f"broker refused the message: {reason}"))
+            future.set_exception(UplinkRejected(f"broker refused the message: {reason}",
+                                                answer=f"PUBACK reason: {reason}"))
         else:
             future.set_result(None)

@@ -140,19 +140,24 @@ class Pipeline:
         snapshot.update({DEVICE_KEY + d: st.to_json() for d, st in device_states.items()})
         changed = {key: text for key, text in snapshot.items()
                    if text != self._committed_json.get(key)}
-        if events or changed:
-            await self._commit_until_done(events, changed)
-        self.states, self.device_states = states, device_states
-        self._committed_json.update(changed)
-        if self.on_event:
-            for event in events:
-                self.on_event(event)
+        def adopt() -> None:
+            self.states, self.device_states = states, device_states
+            self._committed_json.update(changed)
+            if self.on_event:
+                for event in events:
+                    self.on_event(event)
 
-    async def _commit_until_done(self, events: list[Event], states: dict[str, str]) -> None:
+        if events or changed:
+            await self._commit_until_done(events, changed, adopt)
+        else:
+            adopt()
+
+    async def _commit_until_done(self, events: list[Event], states: dict[str, str],
+                                 adopt: Callable[[], None]) -> None:
         attempt = 0
         while True:
             try:
-                await self.outbox.commit(events, states)
+                await self._commit_once(events, states, adopt)
                 if self.last_error:
                     log.info("buffer writable again; committed %d waiting events", len(events))
                     self.last_error = None
@@ -165,3 +170,23 @@ class Pipeline:
                 self.last_error = str(exc)
                 await asyncio.sleep(backoff_delay(attempt, cap=10.0))
                 attempt += 1
+
+    async def _commit_once(self, events: list[Event], states: dict[str, str],
+                           adopt: Callable[[], None]) -> None:
+        """One commit that a cancellation cannot abandon half-way.
+
+        If the agent stops while a commit is on the connection's thread, the commit may
+        land after all. The memory must then move on with it: otherwise the final
+        confirmation would confirm the same parts a second time. So a cancellation
+        waits for the outcome, adopts a landed commit, and only then propagates.
+        """
+        attempt = asyncio.ensure_future(self.outbox.commit(events, states))
+        try:
+            await asyncio.shield(attempt)
+        except asyncio.CancelledError:
+            if not attempt.done():
+                await asyncio.wait([attempt])
+            if attempt.done() and not attempt.cancelled() and attempt.exception() is None:
+                adopt()
+            raise
+        adopt()

@@ -55,7 +55,9 @@ class StatusBoard:
             "uplinks": [_times_as_text(dataclasses.asdict(u)) for u in self.uplinks],
             "buffer": buffer,
             "buffer_error": self.buffer_error,
-            "alarms": buffer["alarms"] if buffer else [],
+            "alarms": ([{"key": "buffer.write", "severity": "critical",
+                         "message": self.buffer_error, "raised_at": None}]
+                       if self.buffer_error else []) + (buffer["alarms"] if buffer else []),
             "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
         }
 

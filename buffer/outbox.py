@@ -178,13 +178,15 @@ class Outbox:
         """The connection inside BEGIN IMMEDIATE .. COMMIT, under the writer lock."""
         async with self._lock:
             try:
-                await self._db.execute("BEGIN IMMEDIATE")
                 try:
+                    # BEGIN inside the try: a caller cancelled while BEGIN runs on the
+                    # connection's thread must still roll back, or the next BEGIN fails.
+                    await self._db.execute("BEGIN IMMEDIATE")
                     yield self._db
                     await self._db.execute("COMMIT")
                 except BaseException:
                     with contextlib.suppress(sqlite3.Error):
-                        await self._db.execute("ROLLBACK")
+                        await asyncio.shield(self._db.execute("ROLLBACK"))
                     raise
             except sqlite3.Error as exc:
                 error = self._translate(exc)

@@ -118,7 +118,8 @@ def test_refused_events_become_dead_letters_and_replay_delivers_them(tmp_path: P
         assert {letter["status"] for letter in everything} == {"delivered"}
         audit = [json.loads(line) for line in
                  (tmp_path / "state" / "audit.log").read_text().splitlines()]
-        assert audit[-1]["action"] == "replay" and audit[-1]["count"] == len(refused_ids)
+        assert audit[-1]["action"] == "replay"
+        assert audit[-1]["count"] == len(refused_ids)
         assert audit[-1]["via"] == "control-socket"
         assert audit[-1]["user"].endswith(f"(uid {os.getuid()})")
         assert agent.stop() == 0, agent.log()
@@ -136,7 +137,8 @@ def test_refused_events_become_dead_letters_and_replay_delivers_them(tmp_path: P
         assert (audit_line["action"], audit_line["via"], audit_line["count"]) == (
             "export", "direct", len(exported))
         bad = floorlink(agent.config, "export", "--since", "yesterday")
-        assert bad.returncode == 64 and "2026-11-23T08:00:00Z" in bad.stderr
+        assert bad.returncode == 64
+        assert "2026-11-23T08:00:00Z" in bad.stderr
     finally:
         agent.stop()
         line.stop()

@@ -68,3 +68,37 @@ async def test_state_and_telemetry_survive_a_restart(tmp_path: Path) -> None:
     rows = await second.outbox.fetch(Lane.BUSINESS, 0, 100)
     assert json.loads(rows[-1].body)["data"]["good"] == 20
     await second.outbox.close()
+
+
+async def test_a_full_disk_holds_the_writer_and_loses_nothing_once_space_returns(
+        tmp_path: Path) -> None:
+    clock = [1000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    await pipeline.step([[Sample("plc", "state", 1, "good", 1000.0),
+                          Sample("plc", "good", 10, "good", 1000.0)]])
+    async with pipeline.outbox.transaction() as db:  # no page to spare: like a full disk
+        pages = await (await db.execute("PRAGMA page_count")).fetchone()
+        assert pages is not None
+        await db.execute(f"PRAGMA max_page_count = {pages[0]}")
+    clock[0] = 1001.0
+    readings = [Sample("plc", "temp", 20 + n, "good", 1001.0) for n in range(0, 400, 2)]
+    step = asyncio.create_task(pipeline.step([readings]))
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if pipeline.last_error:
+            break
+    assert pipeline.last_error is not None
+    assert "no space to write" in pipeline.last_error
+    assert not step.done()  # held, retrying: the samples are not thrown away
+    async with pipeline.outbox.transaction() as db:
+        await db.execute("PRAGMA max_page_count = 1000000")
+    events = await asyncio.wait_for(step, 15)
+    assert len(events) == 200  # every reading moved past the deadband
+    assert pipeline.last_error is None
+    rows = await pipeline.outbox.fetch(Lane.TELEMETRY, 0, 1000)
+    assert [r.id for r in rows] == [e.id for e in events]  # each once, in order
+    async with pipeline.outbox.transaction() as db:
+        verdict = await (await db.execute("PRAGMA integrity_check")).fetchone()
+    assert verdict is not None
+    assert verdict[0] == "ok"
+    await pipeline.outbox.close()

@@ -9,9 +9,10 @@ import platform
 import time
 from pathlib import Path
 
+from .buffer_bench import run as buffer_bench
 from .modbus_throughput import run as modbus_throughput
 
-BENCHMARKS = {"modbus": modbus_throughput}
+BENCHMARKS = {"modbus": modbus_throughput, "buffer": buffer_bench}
 
 
 def main() -> None:
@@ -28,7 +29,7 @@ def main() -> None:
         rows.extend(asyncio.run(BENCHMARKS[name](args.seconds)))
     print(f"{'figure':<44} {'floorlink':>14} {'raw ceiling':>14} {'ratio':>7}")
     for row in rows:
-        print(f"{row['figure']:<44} {row['floorlink']:>14,.0f} {row['ceiling']:>14,.0f} "
+        print(f"{row['figure']:<44} {row['floorlink']:>14,.1f} {row['ceiling']:>14,.1f} "
               f"{row['ratio']:>7.2f}" + (f"   {row['note']}" if row.get("note") else ""))
     out = Path(__file__).parent / "results.json"
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -126,7 +126,7 @@ def apply_stop(spec: AssetSpec, state: AssetState, now: float,
 def apply_device_samples(spec: DeviceSpec, state: DeviceState, samples: list[Sample],
                          now: float, ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
     """Telemetry of tags no asset uses; the device is the subject."""
-    new = DeviceState.from_json(state.to_json())
+    new = state.copy()
     out = _Emitter(spec.id, new.sequences, ctx)
     for sample in samples:
         ref = f"{sample.device}.{sample.tag}"

@@ -1,0 +1,254 @@
+"""Buffer benchmarks, each against its raw baseline in the same run.
+
+* ingest: samples in, through derivation, to committed rows with the derivation
+  state (group commit, synchronous=FULL), against plain sqlite3 inserting rows of
+  the same size in the same batches with the same durability;
+* drain: buffered events to Mosquitto at QoS 1 through the forwarder, against a
+  plain paho publisher with the same in-flight window waiting for every PUBACK;
+* a 1,000,000-event backlog: how long it takes to drain with the default pacing,
+  and how many bytes a million events take in the file.
+
+Mosquitto runs in its own process on a free loopback port, with no subscriber:
+the broker acknowledges QoS 1 publishes either way, for both sides alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+TAGS = 500  # one commit carries one event per tag: the batch size on both sides
+WINDOW = 100
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _config_text(port: int, window: int, rate: float) -> str:
+    tags = "\n".join(f"      - {{name: t{i}, register: {40001 + i}, publish: on_change}}"
+                     for i in range(TAGS))
+    return f"""
+site: bench
+agent: {{id: edge}}
+devices:
+  - id: plc
+    protocol: modbus_tcp
+    host: 127.0.0.1
+    tags:
+      - {{name: state, register: 41001}}
+      - {{name: good, register: 41002}}
+{tags}
+assets:
+  - id: press-1
+    state: {{tag: plc.state, map: {{1: running, 3: down}}}}
+    counters: {{good: plc.good}}
+    production: {{interval: 1h}}
+uplinks:
+  - {{id: broker, type: mqtt, port: {port}, max_inflight: {window}, max_rate: {rate}}}
+"""
+
+
+async def _ingest_floorlink(workdir: Path, seconds: float) -> tuple[float, int]:
+    from agent.derive import DeriveContext, compile_assets, compile_devices
+    from agent.pipeline import Pipeline
+    from agent.settings import load_config_text
+    from buffer import Outbox
+    from drivers.base import Sample
+
+    config = load_config_text(_config_text(1883, WINDOW, 0), "bench.yaml", workdir)
+    outbox = await Outbox.open(workdir / "ingest.db", [])
+    pipeline = Pipeline(compile_assets(config), {}, outbox,
+                        DeriveContext(site="bench", agent="edge", epoch=outbox.epoch),
+                        asyncio.Queue(), commit_interval=0,
+                        device_specs=compile_devices(config))
+    events = step = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step += 1
+        now = time.time()
+        batch = [Sample("plc", f"t{i}", step * 10 + i, "good", now) for i in range(TAGS)]
+        batch += [Sample("plc", "state", 1, "good", now), Sample("plc", "good", step, "good", now)]
+        events += len(await pipeline.step([batch]))
+    elapsed = time.perf_counter() - start
+    rows = await outbox.fetch(2, 0, 1)
+    await outbox.close()
+    return events / elapsed, len(rows[0].body) if rows else 400
+
+
+def _ingest_raw(workdir: Path, seconds: float, body_size: int) -> float:
+    db = sqlite3.connect(workdir / "raw.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.execute("PRAGMA synchronous = FULL")
+    db.execute("CREATE TABLE events (position INTEGER PRIMARY KEY AUTOINCREMENT, "
+               "id TEXT NOT NULL UNIQUE, body TEXT NOT NULL)")
+    body = "x" * body_size
+    events = step = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        step += 1
+        rows = [(f"{step}-{i}", body) for i in range(TAGS)]
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO events (id, body) VALUES (?, ?)", rows)
+        db.execute("COMMIT")
+        events += len(rows)
+    elapsed = time.perf_counter() - start
+    db.close()
+    return events / elapsed
+
+
+class _Mosquitto:
+    def __init__(self, workdir: Path) -> None:
+        self.port = _free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                        "max_inflight_messages 0\nmax_queued_messages 0\n")
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        self.proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("mosquitto did not start")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+async def _fill(path: Path, count: int) -> tuple[Any, float]:
+    """A buffer holding `count` realistic business events (the body is what is sent)."""
+    from agent.events import Event, Lane
+    from buffer import Outbox
+
+    outbox = await Outbox.open(path, ["broker"])
+    start = time.perf_counter()
+    for first in range(0, count, 5000):
+        await outbox.commit([
+            Event(id=f"{n:012d}-0000-7000-8000-000000000000", type="production.confirmed",
+                  source="floorlink://bench/edge/press-1", subject=f"press-{n % 8}",
+                  time=time.time(), lane=Lane.BUSINESS, sequence=n, epoch=1,
+                  data={"good": 12, "scrap": 0, "unit": "Units", "work_order": "WO-2026-0042",
+                        "trigger": "interval", "exact": True, "from": "2026-11-23T08:00:00Z",
+                        "to": "2026-11-23T08:00:10Z"})
+            for n in range(first, min(first + 5000, count))], {})
+    return outbox, time.perf_counter() - start
+
+
+async def _drain_floorlink(outbox: Any, config_text: str, workdir: Path,
+                           count: int) -> float:
+    from agent.settings import load_config_text
+    from agent.uplinks.forwarder import Forwarder
+    from agent.uplinks.mqtt import MqttPublisher
+
+    config = load_config_text(config_text, "bench.yaml", workdir)
+    settings = config.uplinks[0]
+    publisher = MqttPublisher(settings, config)
+    await publisher.start()
+    forwarder = Forwarder(publisher, outbox, settings.max_inflight, settings.max_rate)
+    start = time.perf_counter()
+    task = asyncio.create_task(forwarder.run())
+
+    async def prune_like_the_agent() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            await forwarder.flush()
+            await outbox.prune()
+
+    pruner = asyncio.create_task(prune_like_the_agent())
+    while publisher.health.delivered < count:
+        await asyncio.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    for running in (task, pruner):
+        running.cancel()
+    await asyncio.gather(task, pruner, return_exceptions=True)
+    await publisher.close()
+    return elapsed
+
+
+def _drain_raw(port: int, bodies: list[str], window: int) -> float:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    done = threading.Event()
+    acked = 0
+
+    def on_publish(client: Any, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        nonlocal acked
+        acked += 1
+        if acked == len(bodies):
+            done.set()
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="raw-bench")
+    client.max_inflight_messages_set(window)
+    client.max_queued_messages_set(0)
+    client.on_publish = on_publish
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    start = time.perf_counter()
+    for n, body in enumerate(bodies):
+        client.publish(f"floorlink/bench/press-{n % 8}/production.confirmed", body, qos=1)
+    done.wait(600)
+    elapsed = time.perf_counter() - start
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+async def run(seconds: float, backlog: int = 1_000_000) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="floorlink-bench-") as tmp:
+        workdir = Path(tmp)
+        ingest, body_size = await _ingest_floorlink(workdir, seconds)
+        raw_ingest = _ingest_raw(workdir, seconds, body_size)
+        rows.append({"figure": f"buffer ingest events/s ({TAGS}/commit, FULL)",
+                     "floorlink": ingest, "ceiling": raw_ingest, "ratio": ingest / raw_ingest,
+                     "note": "samples -> derivation -> committed rows + state vs sqlite3"})
+        broker = _Mosquitto(workdir)
+        try:
+            drain_count = 50_000
+            outbox, _ = await _fill(workdir / "drain.db", drain_count)
+            bodies = [e.body for e in await outbox.fetch(1, 0, drain_count)]
+            raw = drain_count / _drain_raw(broker.port, bodies, WINDOW)
+            ours = drain_count / await _drain_floorlink(
+                outbox, _config_text(broker.port, WINDOW, 0), workdir, drain_count)
+            await outbox.close()
+            rows.append({"figure": f"drain to Mosquitto QoS 1, events/s (window {WINDOW})",
+                         "floorlink": ours, "ceiling": raw, "ratio": ours / raw,
+                         "note": "forwarder + paho vs plain paho, same PUBACKs"})
+            outbox, fill_time = await _fill(workdir / "backlog.db", backlog)
+            used = await outbox.used_bytes()
+            from agent.settings.models import MqttUplink
+
+            defaults = MqttUplink(id="broker", type="mqtt")
+            drain_time = await _drain_floorlink(
+                outbox, _config_text(broker.port, defaults.max_inflight, defaults.max_rate),
+                workdir, backlog)
+            await outbox.close()
+            raw_backlog = backlog / raw
+            rows.append({"figure": f"drain a {backlog:,}-event backlog, seconds",
+                         "floorlink": drain_time, "ceiling": raw_backlog,
+                         "ratio": raw_backlog / drain_time,
+                         "note": f"default pacing ({defaults.max_rate:,.0f}/s, window "
+                                 f"{defaults.max_inflight}); {backlog / drain_time:,.0f} "
+                                 "events/s; ceiling: plain paho at its rate above"})
+            rows.append({"figure": "buffer size per 1,000,000 events, MB",
+                         "floorlink": used / backlog * 1e6 / 1e6, "ceiling": 0, "ratio": 0,
+                         "note": f"{used / backlog:.0f} bytes/event incl. index; filled at "
+                                 f"{backlog / fill_time:,.0f} events/s"})
+        finally:
+            broker.stop()
+    return rows

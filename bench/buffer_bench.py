@@ -150,6 +150,7 @@ async def _fill(path: Path, count: int) -> tuple[Any, float]:
 
 async def _drain_floorlink(outbox: Any, config_text: str, workdir: Path,
                            count: int) -> float:
+    from agent.app import _window
     from agent.settings import load_config_text
     from agent.uplinks.forwarder import Forwarder
     from agent.uplinks.mqtt import MqttPublisher
@@ -158,7 +159,7 @@ async def _drain_floorlink(outbox: Any, config_text: str, workdir: Path,
     settings = config.uplinks[0]
     publisher = MqttPublisher(settings, config)
     await publisher.start()
-    forwarder = Forwarder(publisher, outbox, settings.max_inflight, settings.max_rate)
+    forwarder = Forwarder(publisher, outbox, _window(settings), settings.max_rate)
     start = time.perf_counter()
     task = asyncio.create_task(forwarder.run())
 
@@ -169,7 +170,9 @@ async def _drain_floorlink(outbox: Any, config_text: str, workdir: Path,
             await outbox.prune()
 
     pruner = asyncio.create_task(prune_like_the_agent())
-    while publisher.health.delivered < count:
+    while True:
+        if publisher.health.delivered >= count:
+            break
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - start
     for running in (task, pruner):

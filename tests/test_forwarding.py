@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from conftest import Collector
@@ -32,11 +33,11 @@ uplinks:
 """
 
 
-async def wait_for(predicate: object, timeout: float) -> float:
+async def wait_for(predicate: Callable[[], bool], within: float) -> float:
     start = time.monotonic()
-    while not predicate():  # type: ignore[operator]
-        if time.monotonic() - start > timeout:
-            raise AssertionError(f"not within {timeout}s")
+    while not predicate():
+        if time.monotonic() - start > within:
+            raise AssertionError(f"not within {within}s")
         await asyncio.sleep(0.005)
     return time.monotonic() - start
 

@@ -82,7 +82,8 @@ class Forwarder:
                         continue
                     self._in_flight[event.lane][event.position] = False
                     self._read_to[event.lane] = event.position
-                    group.create_task(self._deliver(event, self.uplink.submit(event)))
+                    ack = self.uplink.submit(event)
+                    ack.add_done_callback(functools.partial(self._on_settled, group, event))
                 await self._kick.wait()
 
     async def flush(self) -> None:
@@ -124,6 +125,17 @@ class Forwarder:
                 return event
         self._replays_wanted = False
         return None
+
+    def _on_settled(self, group: asyncio.TaskGroup, event: StoredEvent,
+                    ack: asyncio.Future[None]) -> None:
+        """The common case, an acknowledgement, is handled right here: no task per event.
+        Refusals and transient failures take the slow path in a task of their own."""
+        if not ack.cancelled() and ack.exception() is None:
+            self.uplink.health.delivered += 1
+            self.uplink.health.last_delivered_at = time.time()
+            self._mark_done(event)
+        else:
+            group.create_task(self._deliver(event, ack))
 
     async def _deliver(self, event: StoredEvent, ack: asyncio.Future[None]) -> None:
         await self._until_settled(event, ack)

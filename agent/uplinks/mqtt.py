@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -47,6 +48,10 @@ class MqttPublisher:
         self._client: paho.Client | None = None
         self._refused_logged: str | None = None
         self._closing = False
+        # PUBACKs gathered on paho's thread, handed over in bursts: one loop wake-up
+        # per burst instead of one per message keeps the two threads from ping-ponging.
+        self._acks: deque[tuple[int, bool, str]] = deque()
+        self._acks_wakeup_pending = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -139,7 +144,10 @@ class MqttPublisher:
     def _paho_on_publish(self, client: paho.Client, userdata: Any, mid: int,
                          reason: Any, properties: Any) -> None:
         failed = bool(getattr(reason, "is_failure", False))
-        self._hop(self._on_ack, mid, failed, str(reason))
+        self._acks.append((mid, failed, str(reason) if failed else ""))
+        if not self._acks_wakeup_pending:
+            self._acks_wakeup_pending = True
+            self._hop(self._on_acks)
 
     # ------------------------------------------------ event loop side
 
@@ -171,6 +179,13 @@ class MqttPublisher:
             log.warning("MQTT broker %s lost (%s); buffering", self.health.target, reason)
             self.health.connected, self.health.since = False, time.time()
             self.health.last_error = f"disconnected: {reason}"
+
+    def _on_acks(self) -> None:
+        # Clear the flag before draining: an ack appended meanwhile either is drained
+        # here or schedules its own wake-up; none is left behind.
+        self._acks_wakeup_pending = False
+        while self._acks:
+            self._on_ack(*self._acks.popleft())
 
     def _on_ack(self, mid: int, failed: bool, reason: str) -> None:
         future = self._waiting.pop(mid, None)

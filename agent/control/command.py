@@ -65,8 +65,11 @@ def _user() -> str:
 
 
 async def _direct(args: argparse.Namespace, config: Config, since: float) -> int:
+    limits = config.buffer.limits
     outbox = await Outbox.open(config.buffer.path, [u.id for u in config.uplinks],
-                               config.buffer.synchronous, Limits())
+                               config.buffer.synchronous,
+                               Limits(int(limits.size), int(limits.hard_size),
+                                      limits.telemetry_age))
     try:
         if args.action == "stats":
             _print_json(await operations.stats(outbox))

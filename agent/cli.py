@@ -116,12 +116,20 @@ def _check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _probe(args: argparse.Namespace) -> int:
+def _quiet_tool(args: argparse.Namespace) -> Any:
+    """Logging and configuration for a command a person runs: only errors are logged,
+    and a bad configuration is printed for them (the caller exits with EX_CONFIG)."""
     _setup_logging("error" if args.log_level == "info" else args.log_level)
     try:
-        config = _load(args.config)
+        return _load(args.config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
+        return None
+
+
+def _probe(args: argparse.Namespace) -> int:
+    config = _quiet_tool(args)
+    if config is None:
         return EX_CONFIG
     known = [d.id for d in config.devices]
     if args.device not in known:
@@ -134,11 +142,8 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _buffer(args: argparse.Namespace) -> int:
-    _setup_logging("error" if args.log_level == "info" else args.log_level)
-    try:
-        config = _load(args.config)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
+    config = _quiet_tool(args)
+    if config is None:
         return EX_CONFIG
     from .control.command import run
 

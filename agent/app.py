@@ -22,10 +22,11 @@ from .derive import DeriveContext, compile_assets, compile_devices
 from .errors import BufferError
 from .events import Event
 from .pipeline import Pipeline
-from .settings.models import Config, MqttUplink
+from .settings.models import Config, HttpsUplink, MqttUplink
 from .status import StatusBoard, StatusServer
 from .uplinks.base import Uplink
 from .uplinks.forwarder import Forwarder
+from .uplinks.https import HttpsPoster
 from .uplinks.mqtt import MqttPublisher
 
 log = logging.getLogger("floorlink")
@@ -86,7 +87,7 @@ class Agent:
                 device_specs=compile_devices(config))
             self.board.assets = pipeline.states
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
-            self.forwarders = [Forwarder(u, outbox, _window(s), s.max_rate)
+            self.forwarders = [Forwarder(u, outbox, _window(s), s.max_rate, s.events)
                                for u, s in zip(self.uplinks, config.uplinks, strict=True)]
             self.board.uplinks = [u.health for u in self.uplinks]
             if config.status.enabled:
@@ -220,11 +221,16 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
     return control
 
 
-def _make_uplink(settings: MqttUplink, config: Config) -> Uplink:
+def _make_uplink(settings: MqttUplink | HttpsUplink, config: Config) -> Uplink:
+    if isinstance(settings, HttpsUplink):
+        return HttpsPoster(settings, config)
     return MqttPublisher(settings, config)
 
 
-def _window(settings: MqttUplink) -> int:
+def _window(settings: MqttUplink | HttpsUplink) -> int:
+    if isinstance(settings, HttpsUplink):
+        # Enough submitted for full batches while one request is on its way.
+        return max(settings.max_inflight, 2 * settings.batch.max_events)
     # paho itself keeps at most max_inflight messages on the wire; giving it a few
     # windows' worth queued lets its thread send the next one the moment an ack frees
     # a slot, without a round trip through the event loop (measured: ~+20% drain rate).

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..app import Agent
 from ..events import Event
 from ..settings import Config, load_config_text
-from ..settings.models import OpcUaDevice
+from ..settings.models import MqttUplink, OpcUaDevice
 from ..simulator.servers import run_line
 
 REPORT_INTERVAL = 10.0
@@ -60,6 +60,7 @@ async def run_demo(seed: int = 7, state_dir: Path | None = None,
     print(f"  buffer  {config.buffer.path}")
     print(f"  status  http://{config.status.bind}:{config.status.port}/status")
     uplink = config.uplinks[0]
+    assert isinstance(uplink, MqttUplink)  # demo.yaml has the one MQTT uplink
     print(f"  events  MQTT {uplink.host}:{uplink.port}, topic {uplink.topic}")
     print("  Ctrl-C stops it.\n", flush=True)
     started = asyncio.Event()

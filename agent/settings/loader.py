@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, ConfigIssue
@@ -23,6 +23,7 @@ from .models import (
     ModbusRtuDevice,
     ModbusRtuOverTcpDevice,
     ModbusTag,
+    MqttUplink,
     OpcUaDevice,
     OpcUaTag,
 )
@@ -92,13 +93,26 @@ def load_config_text(text: str, shown: str, base_dir: Path) -> Config:
     except ValidationError as exc:
         issues.extend(_explain(error, doc, shown, masker) for error in exc.errors())
         raise ConfigError(issues) from None
-    issues.extend(_check_references(config, doc, shown, secrets.secret_paths))
+    issues.extend(_check_references(config, doc, shown, secrets.secret_paths, base_dir))
     if issues:
         raise ConfigError(issues)
+    return _absolute_paths(config, base_dir)
+
+
+def _absolute_paths(config: Config, base_dir: Path) -> Config:
+    """Relative file names in the config are relative to the config file."""
+    update: dict[str, Any] = {}
     if not config.buffer.path.is_absolute():
-        buffer = config.buffer.model_copy(update={"path": base_dir / config.buffer.path})
-        config = config.model_copy(update={"buffer": buffer})
-    return config
+        update["buffer"] = config.buffer.model_copy(update={"path": base_dir / config.buffer.path})
+    uplinks = []
+    for uplink in config.uplinks:
+        if uplink.tls is not None:
+            files = {key: base_dir / path for key in ("ca_file", "cert_file", "key_file")
+                     if (path := getattr(uplink.tls, key)) is not None}
+            uplink = uplink.model_copy(update={"tls": uplink.tls.model_copy(update=files)})
+        uplinks.append(uplink)
+    update["uplinks"] = uplinks
+    return config.model_copy(update=update)
 
 
 class _Masker:
@@ -241,8 +255,19 @@ def _pick_model(models: list[type[BaseModel]], node: Any) -> Any:
     return models[0]
 
 
+def _secret_fields(model: BaseModel, at: DataPath) -> Iterator[DataPath]:
+    """Paths of every secret value set in `model`, nested models included."""
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        if isinstance(value, SecretStr):
+            yield (*at, name)
+        elif isinstance(value, BaseModel):
+            yield from _secret_fields(value, (*at, name))
+
+
 def _check_references(
-    config: Config, doc: YamlDocument, shown: str, secret_paths: set[DataPath]
+    config: Config, doc: YamlDocument, shown: str, secret_paths: set[DataPath],
+    base_dir: Path,
 ) -> Iterable[ConfigIssue]:
     def issue(path: DataPath, value: str | None, message: str) -> ConfigIssue:
         return ConfigIssue(shown, doc.line_of(path), _dotted(path), value, message)
@@ -288,12 +313,21 @@ def _check_references(
     for index, first in _repeats(u.id for u in config.uplinks):
         yield issue(("uplinks", index, "id"), repr(config.uplinks[index].id),
                     f"duplicate uplink id; uplinks[{first}] already uses it")
-    for index, _ in _repeats(u.client_id for u in config.uplinks):
-        yield issue(("uplinks", index, "client_id"), repr(config.uplinks[index].client_id),
+    client_ids = [u.client_id if isinstance(u, MqttUplink) else None for u in config.uplinks]
+    for index, _ in _repeats(client_ids):
+        yield issue(("uplinks", index, "client_id"), repr(client_ids[index]),
                     "two uplinks with one MQTT client id disconnect each other; make them differ")
     for u_index, uplink in enumerate(config.uplinks):
-        if uplink.password is not None and ("uplinks", u_index, "password") not in secret_paths:
-            yield _clear_secret(issue, ("uplinks", u_index, "password"))
+        for secret_path in _secret_fields(uplink, ("uplinks", u_index)):
+            if secret_path not in secret_paths:
+                yield _clear_secret(issue, secret_path)
+        if uplink.tls is not None:
+            for key in ("ca_file", "cert_file", "key_file"):
+                path = getattr(uplink.tls, key)
+                if path is not None and not (base_dir / path).is_file():
+                    yield issue(("uplinks", u_index, "tls", key), repr(str(path)),
+                                f"no such file: {base_dir / path}; give the PEM file's path "
+                                "(relative paths are relative to the config file)")
 
 
 def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:

@@ -7,6 +7,7 @@ the business. Assets refer to tags as "<device id>.<tag name>".
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import socket
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ByteSize,
     ConfigDict,
@@ -440,6 +442,50 @@ class BufferSettings(Strict):
 
 
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
+EVENT_TYPES = ("machine.state_changed", "downtime.started", "downtime.ended",
+               "downtime.micro_stop", "production.confirmed", "quality.hold_raised",
+               "quality.hold_released", "maintenance.requested", "counters.snapshot",
+               "telemetry")
+
+
+class TlsSettings(Strict):
+    """Certificate verification is on unless `insecure: true` (logged at every start)."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle (PEM) that signed the server; default: the system's."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
+    key_file: Path | None = Field(default=None, description="Client private key (PEM).")
+    insecure: bool = Field(
+        default=False,
+        description="Accept any server certificate and name. For a lab only; warned at start.",
+    )
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together: give both, or neither")
+        return self
+
+    def files(self) -> dict[str, Path]:
+        named = {"ca": self.ca_file, "client": self.cert_file}
+        return {which: path for which, path in named.items() if path is not None}
+
+
+def _event_filter(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(kind, pattern) for kind in EVENT_TYPES):
+            raise ValueError(
+                f"'{pattern}' matches no event type; types are: {', '.join(EVENT_TYPES)} "
+                "(shell patterns such as 'downtime.*' work)")
+    return patterns
+
+
+EventFilter = Annotated[
+    list[str],
+    AfterValidator(_event_filter),
+    Field(description="Event types this uplink receives ('downtime.*' style patterns)."),
+]
 
 
 class MqttUplink(Strict):
@@ -447,6 +493,16 @@ class MqttUplink(Strict):
     type: Literal["mqtt"]
     host: str = "127.0.0.1"
     port: Port = 1883
+    tls: TlsSettings | None = Field(default=None, description="TLS; usually with port 8883.")
+    events: EventFilter = Field(default_factory=lambda: ["*"])
+    state_topic: str | None = Field(
+        default=None,
+        description=(
+            "If set, each asset's current state is also published retained here, so a "
+            "dashboard that connects late sees the state now, e.g. "
+            "'floorlink/{site}/{area}/{line}/{asset}/state'."
+        ),
+    )
     protocol: Literal["3.1.1", "5"] = "3.1.1"
     client_id: str | None = Field(default=None, description="Default: floorlink-<agent.id>.")
     username: str | None = None
@@ -469,9 +525,11 @@ class MqttUplink(Strict):
         ),
     )
 
-    @field_validator("topic", "status_topic")
+    @field_validator("topic", "status_topic", "state_topic")
     @classmethod
-    def _known_placeholders(cls, value: str) -> str:
+    def _known_placeholders(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         unknown = sorted(set(re.findall(r"\{([^}]*)\}", value)) - set(TOPIC_PLACEHOLDERS))
         if unknown:
             raise ValueError(
@@ -483,7 +541,61 @@ class MqttUplink(Strict):
         return value
 
 
-Uplink = Annotated[MqttUplink, Field(discriminator="type")]
+class BearerAuth(Strict):
+    type: Literal["bearer"]
+    token: SecretStr
+
+
+class BasicAuth(Strict):
+    type: Literal["basic"]
+    username: str
+    password: SecretStr
+
+
+class HttpBatch(Strict):
+    max_events: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=100, description="1 posts every event on its own (application/cloudevents+json)."
+    )
+    max_bytes: ByteSize = Field(default=ByteSize(1_000_000), ge=1000)
+    linger: Duration = Field(
+        default=0.2, ge=0, le=10, description="How long a batch waits to fill up."
+    )
+
+
+class HttpTimeouts(Strict):
+    connect: Duration = Field(default=5.0, gt=0)
+    read: Duration = Field(default=30.0, gt=0)
+
+
+class HttpsUplink(Strict):
+    """POSTs CloudEvents to middleware or a webhook, signed per Standard Webhooks."""
+
+    id: Identifier
+    type: Literal["https"]
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] = Field(
+        description="http:// is accepted for loopback tests; plants should use https://."
+    )
+    events: EventFilter = Field(default_factory=lambda: ["*"])
+    tls: TlsSettings | None = None
+    auth: Annotated[BearerAuth | BasicAuth, Field(discriminator="type")] | None = None
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Standard Webhooks secret ('whsec_' + base64, or any text): adds webhook-id, "
+            "webhook-timestamp and webhook-signature headers."
+        ),
+    )
+    batch: HttpBatch = Field(default_factory=HttpBatch)
+    timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    max_inflight: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=1000, description="Events handed to the sender and not yet answered."
+    )
+    max_rate: Annotated[float, Field(ge=0)] = Field(
+        default=5000, description="Events per second at most (quality holds never wait)."
+    )
+
+
+Uplink = Annotated[MqttUplink | HttpsUplink, Field(discriminator="type")]
 
 
 class StatusSettings(Strict):

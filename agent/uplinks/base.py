@@ -21,6 +21,8 @@ class UplinkHealth:
     delivered: int = 0
     dead_lettered: int = 0
     last_delivered_at: float | None = None
+    skipped: int = 0  # events this uplink's `events` filter left out
+    certificates: list[dict[str, object]] = field(default_factory=list)
 
 
 class Uplink(Protocol):

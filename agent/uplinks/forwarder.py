@@ -12,16 +12,18 @@ and the rest, outside the cursor: they were already passed once.
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import functools
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from buffer import LANES, Outbox, StoredEvent
 from drivers.runner import backoff_delay
 
 from ..errors import BufferError, UplinkRejected, UplinkUnavailable
+from ..events import short_type
 from .base import Uplink
 from .pacing import Pacer
 
@@ -32,10 +34,13 @@ CURSOR_FLUSH_INTERVAL = 0.2
 
 
 class Forwarder:
-    def __init__(self, uplink: Uplink, outbox: Outbox, window: int, rate: float = 0) -> None:
+    def __init__(self, uplink: Uplink, outbox: Outbox, window: int, rate: float = 0,
+                 events: Sequence[str] = ("*",)) -> None:
         self.uplink = uplink
         self.outbox = outbox
         self.window = window
+        self._patterns = tuple(events)
+        self._accepted: dict[str, bool] = {}
         self.pacer = Pacer(rate, burst=window)
         self._replays_wanted = True
         self._replaying: set[str] = set()
@@ -73,6 +78,13 @@ class Forwarder:
                     if picked is None:
                         break
                     event, is_replay = picked
+                    if not is_replay and not self._accepts(event.type):
+                        # Not for this uplink: passed over at once, the cursor moves on.
+                        self.uplink.health.skipped += 1
+                        self._in_flight[event.lane][event.position] = False
+                        self._read_to[event.lane] = event.position
+                        self._mark_done(event)
+                        continue
                     if event.lane == 0:
                         self.pacer.spend()
                     else:
@@ -92,6 +104,14 @@ class Forwarder:
             snapshot = dict(self._acked_to)
             await self.outbox.advance(self.uplink.id, snapshot)
             self._flushed = snapshot
+
+    def _accepts(self, event_type: str) -> bool:
+        accepted = self._accepted.get(event_type)
+        if accepted is None:
+            short = short_type(event_type)
+            accepted = any(fnmatch.fnmatchcase(short, p) for p in self._patterns)
+            self._accepted[event_type] = accepted
+        return accepted
 
     def _on_commit(self) -> None:
         self._new_data = True

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import random
+import ssl
 import time
 from collections import deque
 from typing import Any
@@ -26,7 +28,9 @@ from buffer import StoredEvent
 from .. import __version__
 from ..errors import UplinkRejected
 from ..settings.models import Config, MqttUplink
+from . import certificates
 from .base import UplinkHealth
+from .tls import client_context, explain, handshake_error
 from .topics import TopicRenderer
 
 log = logging.getLogger("floorlink.mqtt")
@@ -38,6 +42,13 @@ class MqttPublisher:
         self.settings = settings
         self.health = UplinkHealth(settings.id, "mqtt", f"{settings.host}:{settings.port}")
         self._topics = TopicRenderer.for_config(settings.topic, config)
+        self._state_topics = (TopicRenderer.for_config(settings.state_topic, config)
+                              if settings.state_topic else None)
+        self._context = client_context(settings.tls) if settings.tls else None
+        self._certificates = [status for which, path in
+                              (settings.tls.files().items() if settings.tls else ())
+                              for status in certificates.from_file(path, settings.id, which)]
+        self._explaining = False
         self._status_topic = settings.status_topic.format(
             site=config.site, agent=config.agent.id, area="_", line="_", asset="_",
             type="status", lane="_")
@@ -64,7 +75,19 @@ class MqttPublisher:
         client.max_inflight_messages_set(self.settings.max_inflight)
         # Must exceed the forwarder's window so paho never refuses a publish.
         client.max_queued_messages_set(0)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        # Each agent starts its doubling from its own random delay, so a fleet does not
+        # reconnect in lockstep after the broker restarts.
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5),  # type: ignore[arg-type]
+                                   max_delay=30)
+        if self._context is not None:
+            assert self.settings.tls is not None
+            client.tls_set_context(self._context)
+            if self.settings.tls.insecure:
+                log.warning("uplink %s: TLS certificate verification is OFF (tls.insecure); "
+                            "anyone able to answer on %s receives the plant's data",
+                            self.id, self.health.target)
+        certificates.warn_if_expiring(self._certificates)
+        self.health.certificates = [c.view() for c in self._certificates]
         if self.settings.username:
             password = self.settings.password.get_secret_value() if self.settings.password else None
             client.username_pw_set(self.settings.username, password)
@@ -98,6 +121,10 @@ class MqttPublisher:
         try:
             info = self._client.publish(self._topics.render(event), event.body,
                                         qos=self.settings.qos, properties=properties)
+            if self._state_topics is not None and event.type.endswith("machine.state_changed"):
+                # Retained, so a dashboard that subscribes later sees the state right away.
+                self._client.publish(self._state_topics.render(event), event.body,
+                                     qos=self.settings.qos, retain=True)
         except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
             future.set_exception(UplinkRejected(f"not publishable: {exc}"))
             return future
@@ -132,7 +159,9 @@ class MqttPublisher:
 
     def _paho_on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                          reason: Any, properties: Any) -> None:
-        self._hop(self._on_connect, bool(reason.is_failure), str(reason))
+        sock = client.socket()
+        peer = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
+        self._hop(self._on_connect, bool(reason.is_failure), str(reason), peer)
 
     def _paho_on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
         self._hop(self._on_unreachable)
@@ -151,8 +180,13 @@ class MqttPublisher:
 
     # ------------------------------------------------ event loop side
 
-    def _on_connect(self, failed: bool, reason: str) -> None:
+    def _on_connect(self, failed: bool, reason: str, peer: bytes | None = None) -> None:
         target = self.health.target
+        if peer:
+            server = certificates.from_der(peer, self.id, target)
+            if server is not None:
+                certificates.warn_if_expiring([server])
+                self.health.certificates = [c.view() for c in [*self._certificates, server]]
         if failed:
             # Bad credentials or not authorised: paho retries with its growing delay
             # (up to 30 s); say so once per distinct reason instead of on every attempt.
@@ -169,10 +203,32 @@ class MqttPublisher:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
 
     def _on_unreachable(self) -> None:
-        error = f"MQTT broker {self.health.target} not reachable"
+        if self._context is not None:
+            if not self._explaining and self._loop is not None:
+                self._explaining = True
+                self._loop.create_task(self._explain_tls_failure())
+            return
+        self._report_unreachable(f"MQTT broker {self.health.target} not reachable")
+
+    def _report_unreachable(self, error: str) -> None:
         if self.health.last_error != error:
             log.warning("%s; buffering until it is", error)
         self.health.last_error = error
+
+    async def _explain_tls_failure(self) -> None:
+        """paho only says the connection failed; a handshake of our own says why."""
+        assert self._context is not None
+        assert self.settings.tls is not None
+        try:
+            error = await asyncio.to_thread(handshake_error, self.settings.host,
+                                            self.settings.port, self._context)
+        finally:
+            self._explaining = False
+        if error is None or (isinstance(error, OSError) and not isinstance(error, ssl.SSLError)):
+            self._report_unreachable(f"MQTT broker {self.health.target} not reachable")
+        else:
+            self._report_unreachable(f"MQTT broker {self.health.target}: "
+                                     f"{explain(error, self.settings.host, self.settings.tls)}")
 
     def _on_disconnect(self, reason: str) -> None:
         if self.health.connected and not self._closing:

@@ -567,6 +567,14 @@ class HttpTimeouts(Strict):
     read: Duration = Field(default=30.0, gt=0)
 
 
+class HttpBackoff(Strict):
+    initial: Duration = Field(default=1.0, gt=0, le=60, description="First wait after a failure.")
+    max: Duration = Field(
+        default=30.0, gt=0, le=600,
+        description="Longest wait between attempts (doubling with jitter up to this).",
+    )
+
+
 class HttpsUplink(Strict):
     """POSTs CloudEvents to middleware or a webhook, signed per Standard Webhooks."""
 
@@ -587,6 +595,10 @@ class HttpsUplink(Strict):
     )
     batch: HttpBatch = Field(default_factory=HttpBatch)
     timeouts: HttpTimeouts = Field(default_factory=HttpTimeouts)
+    backoff: HttpBackoff = Field(
+        default_factory=HttpBackoff,
+        description="Retry waits for 408, 429 without Retry-After, 5xx and network errors.",
+    )
     max_inflight: Annotated[int, Field(ge=1, le=100000)] = Field(
         default=1000, description="Events handed to the sender and not yet answered."
     )

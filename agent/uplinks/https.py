@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
+import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -31,17 +32,18 @@ from tenacity import (
     RetryCallState,
     retry_if_exception_type,
     stop_never,
-    wait_exponential_jitter,
+    wait_exponential,
+    wait_random,
 )
 
 from buffer import StoredEvent
 
 from .. import __version__
 from ..errors import UplinkRejected
-from ..settings.models import Config, HttpsUplink
+from ..settings.models import Config, HttpsUplink, TlsSettings
 from . import certificates, signing
 from .base import UplinkHealth
-from .tls import client_context
+from .tls import client_context, explain
 
 log = logging.getLogger("floorlink.https")
 
@@ -81,7 +83,11 @@ class HttpsPoster:
                               for status in certificates.from_file(path, settings.id, which)]
         self._server_checked_at = 0.0
         self._down_logged = False
-        self._backoff = wait_exponential_jitter(initial=0.5, max=60, jitter=1)
+        # Doubling from backoff.initial, plus up to one initial of jitter so that
+        # several agents do not retry in lockstep after the middleware comes back.
+        self._backoff = (wait_exponential(multiplier=settings.backoff.initial,
+                                          max=settings.backoff.max)
+                         + wait_random(0, settings.backoff.initial))
 
     async def start(self) -> None:
         settings = self.settings
@@ -204,6 +210,12 @@ class HttpsPoster:
         try:
             response = await self._client.post(self.settings.url, content=body, headers=headers)
         except httpx.TransportError as exc:
+            tls_error = _ssl_cause(exc)
+            if tls_error is not None:
+                host = httpx.URL(self.settings.url).host
+                raise Transient(f"{self.settings.url}: "
+                                + explain(tls_error, host, self.settings.tls or TlsSettings())
+                                ) from exc
             raise Transient(f"{self.settings.url} not reachable: "
                             f"{type(exc).__name__} {exc}".rstrip()) from exc
         status = response.status_code
@@ -235,6 +247,16 @@ class HttpsPoster:
         if server is not None:
             certificates.warn_if_expiring([server])
             self.health.certificates = [c.view() for c in [*self._certificates, server]]
+
+
+def _ssl_cause(error: BaseException) -> ssl.SSLError | None:
+    """httpx wraps the ssl module's error; find it to say what to change."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _retry_after(value: str | None) -> float | None:

@@ -31,6 +31,8 @@ class DeviceHealth:
     samples: int = 0
     last_sample_at: float | None = None
     reconnects: int = 0
+    # Protocol specifics the driver keeps up to date (OPC UA: subscriptions, clock offset).
+    details: dict[str, object] = field(default_factory=dict)
 
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
@@ -41,6 +43,7 @@ def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
 async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable[None]],
                      health: DeviceHealth, max_backoff: float = 30.0) -> None:
     attempt = 0
+    health.details = getattr(driver, "details", health.details)
     while True:
         try:
             await driver.open()

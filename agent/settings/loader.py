@@ -112,6 +112,16 @@ def _absolute_paths(config: Config, base_dir: Path) -> Config:
             uplink = uplink.model_copy(update={"tls": uplink.tls.model_copy(update=files)})
         uplinks.append(uplink)
     update["uplinks"] = uplinks
+    devices: list[Any] = []
+    for device in config.devices:
+        if isinstance(device, OpcUaDevice):
+            security = device.security
+            files = {key: base_dir / path for key in
+                     ("certificate", "private_key", "trusted_servers")
+                     if (path := getattr(security, key)) is not None}
+            device = device.model_copy(update={"security": security.model_copy(update=files)})
+        devices.append(device)
+    update["devices"] = devices
     return config.model_copy(update=update)
 
 
@@ -288,6 +298,8 @@ def _check_references(
                         f"duplicate tag name in device '{device.id}'; tags[{first}] "
                         "already uses it")
         tags[device.id] = {t.name for t in device_tags}
+        if isinstance(device, OpcUaDevice):
+            yield from _check_opcua_files(device, d_index, base_dir, issue)
         pw_path: DataPath = ("devices", d_index, "password")
         if getattr(device, "password", None) is not None and pw_path not in secret_paths:
             yield _clear_secret(issue, pw_path)
@@ -328,6 +340,21 @@ def _check_references(
                     yield issue(("uplinks", u_index, "tls", key), repr(str(path)),
                                 f"no such file: {base_dir / path}; give the PEM file's path "
                                 "(relative paths are relative to the config file)")
+
+
+def _check_opcua_files(device: OpcUaDevice, index: int, base_dir: Path,
+                       issue: Any) -> Iterator[ConfigIssue]:
+    security = device.security
+    for key, path in security.files().items():
+        if not (base_dir / path).is_file():
+            yield issue(("devices", index, "security", key), repr(str(path)),
+                        f"no such file: {base_dir / path}; `floorlink opcua-cert` makes a "
+                        "certificate and key (relative paths are relative to the config file)")
+    folder = security.trusted_servers
+    if folder is not None and not (base_dir / folder).is_dir():
+        yield issue(("devices", index, "security", "trusted_servers"), repr(str(folder)),
+                    f"no such folder: {base_dir / folder}; create it and put the server "
+                    "certificates you trust in it")
 
 
 def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:

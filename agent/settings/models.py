@@ -80,9 +80,22 @@ class TagBase(Strict):
         return float(parse_duration(self.publish.strip()[len("every"):].strip()))
 
 
+OPCUA_POLICIES = ("Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss")
+
+
+def _browse_path(value: str | None) -> str | None:
+    if value is None:
+        return value
+    parts = value.strip("/").split("/")
+    if not all(part.strip() for part in parts):
+        raise ValueError("a browse path is browse names separated by '/', e.g. "
+                         "'Line1/Press1/State'; found an empty element")
+    return value
+
+
 class OpcUaTag(TagBase):
     node: Annotated[
-        str,
+        str | None,
         StringConstraints(pattern=r"^(nsu=[^;]+;|ns=\d+;)?[isgb]=.+$"),
         Field(
             description=(
@@ -90,7 +103,81 @@ class OpcUaTag(TagBase):
                 "which survives a server reordering its namespaces."
             )
         ),
-    ]
+    ] = None
+    path: Annotated[str | None, AfterValidator(_browse_path)] = Field(
+        default=None,
+        description=(
+            "Browse path from the Objects folder instead of a node id, e.g. "
+            "'Line1/Press1/State'. Names are in the tag's (or device's) `namespace`; "
+            "'0:Name' is a name in the OPC UA standard namespace."
+        ),
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace URI of `path`'s names (default: the device's)."
+    )
+    mode: Literal["subscribe", "poll"] = Field(
+        default="subscribe",
+        description="subscribe: the server reports changes (monitored item); poll: batched reads.",
+    )
+    sampling_interval: Duration | None = Field(
+        default=None, ge=0, description="How often the server samples (subscribe); "
+        "default: the device's publishing_interval."
+    )
+    queue_size: Annotated[int, Field(ge=1, le=10000)] = Field(
+        default=1, description="Changes the server keeps between publishes (subscribe)."
+    )
+    server_deadband: float | None = Field(
+        default=None, ge=0,
+        description="Absolute deadband applied by the server (subscribe; numeric values).",
+    )
+    poll_interval: Duration | None = Field(
+        default=None, gt=0, description="poll mode: default the device's poll_interval."
+    )
+
+    @model_validator(mode="after")
+    def _one_address(self) -> OpcUaTag:
+        if (self.node is None) == (self.path is None):
+            raise ValueError("give exactly one of 'node' (a node id) or 'path' (a browse path)")
+        return self
+
+
+class OpcUaSecurity(Strict):
+    """Message security for the secure channel, and which server certificates to trust."""
+
+    mode: Literal["None", "Sign", "SignAndEncrypt"] = "None"
+    policy: Literal["Basic256Sha256", "Aes128_Sha256_RsaOaep", "Aes256_Sha256_RsaPss"] = (
+        "Basic256Sha256")
+    certificate: Path | None = Field(
+        default=None, description="floorlink's client certificate (PEM or DER); "
+        "make one with `floorlink opcua-cert`."
+    )
+    private_key: Path | None = Field(default=None, description="Its private key (PEM).")
+    trusted_servers: Path | None = Field(
+        default=None,
+        description="Folder of trusted server certificates (DER or PEM). An untrusted "
+        "server's certificate is saved to <folder>/../rejected/ for review.",
+    )
+    trust_on_first_use: bool = Field(
+        default=False,
+        description="Trust the first certificate a server presents and store it in "
+        "trusted_servers. Off by default: anyone answering first would be trusted.",
+    )
+
+    @model_validator(mode="after")
+    def _complete(self) -> OpcUaSecurity:
+        if self.mode != "None":
+            missing = [name for name in ("certificate", "private_key", "trusted_servers")
+                       if getattr(self, name) is None]
+            if missing:
+                raise ValueError(
+                    f"mode {self.mode} needs {', '.join(missing)}: a client certificate and "
+                    "key (`floorlink opcua-cert` makes them) and a folder of trusted server "
+                    "certificates")
+        return self
+
+    def files(self) -> dict[str, Path]:
+        named = {"certificate": self.certificate, "private_key": self.private_key}
+        return {key: path for key, path in named.items() if path is not None}
 
 
 class OpcUaDevice(Strict):
@@ -99,9 +186,39 @@ class OpcUaDevice(Strict):
     endpoint: Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")]
     timeout: Duration = Field(default=5.0, gt=0, description="Connect and request timeout.")
     publishing_interval: Duration = Field(default=0.25, gt=0)
+    keepalive: Duration = Field(
+        default=5.0, gt=0,
+        description="With no changes, the server still answers every this often; a "
+        "subscription silent for 3 keep-alives is stale and is created again.",
+    )
+    poll_interval: Duration = Field(default=1.0, gt=0, description="For tags in poll mode.")
+    items_per_subscription: Annotated[int, Field(ge=1, le=100000)] = Field(
+        default=1000, description="Monitored items per subscription; more make several."
+    )
+    max_per_call: Annotated[int, Field(ge=1)] | None = Field(
+        default=None,
+        description="Nodes per read or monitored-item request, for servers that enforce a "
+        "limit without publishing it (default: the server's OperationLimits).",
+    )
+    namespace: str | None = Field(
+        default=None, description="Namespace URI for tags' browse paths."
+    )
+    security: OpcUaSecurity = Field(default_factory=OpcUaSecurity)
     username: str | None = None
     password: SecretStr | None = None
     tags: list[OpcUaTag] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _paths_have_namespaces(self) -> OpcUaDevice:
+        for tag in self.tags:
+            if tag.path is None or tag.namespace or self.namespace:
+                continue
+            if any(not part.startswith("0:") for part in tag.path.strip("/").split("/")):
+                raise ValueError(
+                    f"tag '{tag.name}': the browse path's names need a namespace; set "
+                    "'namespace: <URI>' on the tag or the device, or write '0:Name' for "
+                    "names in the standard namespace")
+        return self
 
 
 ModbusTable = Literal["coil", "discrete_input", "input_register", "holding_register"]

@@ -1,148 +1,319 @@
-"""OPC UA subscription driver. Reads only: floorlink never writes to a PLC.
+"""OPC UA driver: subscriptions and polled reads over one session. Reads only:
+floorlink never writes to a PLC.
 
-Node ids given with a namespace URI (`nsu=...`) are resolved against the
-server's namespace array at every session start, so a server that reorders its
-namespaces after a restart does not break the mapping.
+* Addresses (`nsu=` node ids, browse paths) are resolved at every session start.
+* Requests are split to the server's OperationLimits (or `max_per_call`), and
+  subscriptions hold at most `items_per_subscription` monitored items.
+* Each subscription has a staleness watchdog: no publish response and no
+  keep-alive for three keep-alive periods means the server stopped serving it
+  while the connection looks fine. It is then created again, and its tags'
+  next values are marked as coming after a gap. Unchanging values never trip
+  it: the server sends keep-alives for those.
+* A dead session (a failed keep-alive read, a lost connection) ends `batches()`
+  with DeviceUnreachable; the runner backs off, reconnects and logs once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from agent.errors import DeviceUnreachable, TagReadError
-from agent.settings.models import OpcUaDevice
+from agent.errors import DeviceUnreachable
+from agent.settings.models import OpcUaDevice, OpcUaTag
 
-from ..base import Quality, Sample
+from ..base import Sample
+from . import nodes
+from .session import open_session, server_clock_offset
+from .values import to_sample
 
 log = logging.getLogger("floorlink.opcua")
 
-CONNECTION_CHECK_INTERVAL = 1.0
+STALE_KEEPALIVES = 3
+WATCHDOG_PERIOD = 0.5
+
+
+@dataclass
+class _Subscription:
+    tags: list[str]
+    handle: Any = None
+    stale_after: float = 0.0
+    created_at: float = field(default_factory=time.monotonic)
 
 
 class OpcUaDriver:
     def __init__(self, device: OpcUaDevice) -> None:
         self.device = device
         self.device_id = device.id
+        self._tags: dict[str, OpcUaTag] = {t.name: t for t in device.tags}
         self._client: Any = None
         self._pending: deque[Sample] = deque()
         self._wakeup = asyncio.Event()
-        self._tag_of_node: dict[str, str] = {}
+        self._tag_of_handle: dict[int, str] = {}
+        self._handle_of_tag: dict[str, int] = {
+            tag.name: index for index, tag in enumerate(device.tags, 1)}
         self._seen_since_open: set[str] = set()
-        self._lost: BaseException | None = None
+        self._lost: str | None = None
+        self._subscriptions: list[_Subscription] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._node_ids: dict[str, Any] = {}
+        self._limits = nodes.OperationLimits()
+        # Shown on the status page under the device.
+        self.details: dict[str, object] = {"subscriptions": 0, "monitored_items": 0,
+                                           "polled": 0, "recreated_subscriptions": 0,
+                                           "server_clock_offset_s": None, "unresolved": {},
+                                           "refused_items": {}, "requests": {}}
+
+    # ------------------------------------------------------------------ session
 
     async def open(self) -> None:
-        from asyncua import Client, ua
-
-        # asyncua's own reconnect stays off: the runner reconnects, logs once and marks the gap.
-        client = Client(self.device.endpoint, timeout=self.device.timeout, auto_reconnect=False)
-        client.connection_lost_callback = self._connection_lost
-        if self.device.username:
-            client.set_user(self.device.username)
-        if self.device.password:
-            client.set_password(self.device.password.get_secret_value())
-        try:
-            await client.connect()
-        except (TimeoutError, OSError, ua.UaError) as exc:
-            raise DeviceUnreachable(f"cannot connect to {self.device.endpoint}: "
-                                    f"{exc or type(exc).__name__}") from exc
+        device = self.device
+        client = await open_session(
+            device.endpoint, device.security, device.username,
+            device.password.get_secret_value() if device.password else None, device.timeout,
+            session_timeout=max(60.0, 6 * device.keepalive))
         self._client = client
+        client.connection_lost_callback = self._connection_lost
         self._lost = None
         self._pending.clear()
         self._seen_since_open.clear()
+        self._subscriptions = []
+        self._tag_of_handle = {}
+        self.details["requests"] = {"create_monitored_items": 0, "read": 0}
         try:
-            nodes = await self._resolve_nodes(client)
-            subscription = await client.create_subscription(
-                self.device.publishing_interval * 1000, self)
-            results = await subscription.subscribe_data_change(list(nodes.values()))
-        except (TimeoutError, OSError, ua.UaError) as exc:
-            raise DeviceUnreachable(f"{self.device.endpoint}: subscribing failed: {exc}") from exc
-        for tag, result in zip(nodes, results, strict=True):
-            if isinstance(result, ua.StatusCode):
-                log.warning("%s.%s: the server refused the monitored item: %s",
-                            self.device_id, tag, result.name)
-
-    async def _resolve_nodes(self, client: Any) -> dict[str, Any]:
-        from asyncua import ua
-
-        namespaces: list[str] = await client.get_namespace_array()
-        nodes: dict[str, Any] = {}
-        for tag in self.device.tags:
-            text = tag.node
-            if text.startswith("nsu="):
-                uri, rest = text[4:].split(";", 1)
-                if uri not in namespaces:
-                    raise TagReadError(
-                        f"{self.device_id}.{tag.name}: the server has no namespace '{uri}'; "
-                        f"it offers: {', '.join(namespaces)}")
-                text = f"ns={namespaces.index(uri)};{rest}"
-            node_id = ua.NodeId.from_string(text)
-            nodes[tag.name] = client.get_node(node_id)
-            self._tag_of_node[node_id.to_string()] = tag.name
-        return nodes
-
-    # asyncua calls these from its receive task, in our event loop.
-    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
-        tag = self._tag_of_node.get(node.nodeid.to_string())
-        if tag is None:
-            return
-        data_value = data.monitored_item.Value
-        stamp = data_value.SourceTimestamp or data_value.ServerTimestamp
-        first = tag not in self._seen_since_open
-        self._seen_since_open.add(tag)
-        self._pending.append(Sample(
-            self.device_id, tag, _plain(value), _quality(data_value.StatusCode),
-            stamp.timestamp() if isinstance(stamp, datetime) else time.time(), first))
-        self._wakeup.set()
-
-    async def _connection_lost(self, exc: Exception) -> None:
-        self._lost = exc
-        self._wakeup.set()
-
-    def status_change_notification(self, status: Any) -> None:
-        log.warning("%s: subscription status changed: %s", self.device_id, status)
-
-    async def batches(self) -> AsyncIterator[list[Sample]]:
-        from asyncua import ua
-
-        while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), CONNECTION_CHECK_INTERVAL)
-            except TimeoutError:
-                try:
-                    await self._client.check_connection()
-                except (TimeoutError, OSError, ConnectionError, ua.UaError) as exc:
-                    raise DeviceUnreachable(f"{self.device.endpoint}: session lost: {exc}") from exc
-                continue
-            self._wakeup.clear()
-            if self._lost is not None:
-                raise DeviceUnreachable(f"{self.device.endpoint}: session lost: {self._lost}")
-            batch = list(self._pending)
-            self._pending.clear()
-            if batch:
-                yield batch
+            self.details["server_clock_offset_s"] = await server_clock_offset(client)
+            self._limits = await nodes.OperationLimits.of(client, device.max_per_call)
+            resolved = await nodes.resolve(client, device, self._limits)
+            self._node_ids = resolved.node_ids
+            self.details["unresolved"] = resolved.problems
+            self.details["refused_items"] = {}
+            subscribed = [t.name for t in device.tags
+                          if t.mode == "subscribe" and t.name in self._node_ids]
+            for part in nodes.chunks(subscribed, device.items_per_subscription):
+                self._subscriptions.append(await self._subscribe(list(part)))
+            polled = [t for t in device.tags if t.mode == "poll" and t.name in self._node_ids]
+            self._start_polling(polled)
+        except DeviceUnreachable:
+            raise
+        except Exception as exc:  # asyncua raises many kinds; all mean this session failed
+            raise DeviceUnreachable(
+                f"{device.endpoint}: setting up the session failed: {exc or type(exc).__name__}"
+            ) from exc
+        self.details["subscriptions"] = len(self._subscriptions)
+        self.details["monitored_items"] = sum(len(s.tags) for s in self._subscriptions)
+        self.details["polled"] = len(polled)
+        self._tasks.append(asyncio.get_running_loop().create_task(
+            self._watch_subscriptions(), name=f"opcua watchdog {device.id}"))
 
     async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
         client, self._client = self._client, None
         if client is not None:
             try:
                 await asyncio.wait_for(client.disconnect(), self.device.timeout)
             except Exception as exc:
                 log.debug("%s: disconnect: %s", self.device_id, exc)
+                try:
+                    client.disconnect_socket()
+                except Exception as inner:
+                    log.debug("%s: closing the socket: %s", self.device_id, inner)
 
+    async def _connection_lost(self, exc: Exception) -> None:
+        self._lost = f"connection lost: {exc or type(exc).__name__}"
+        self._wakeup.set()
 
-def _quality(status: Any) -> Quality:
-    value = int(getattr(status, "value", 0))
-    severity = value >> 30
-    return "good" if severity == 0 else "uncertain" if severity == 1 else "bad"
+    # ------------------------------------------------------------ subscriptions
 
+    async def _subscribe(self, tags: list[str]) -> _Subscription:
+        from asyncua import ua
 
-def _plain(value: Any) -> object:
-    if isinstance(value, datetime):
-        return value.timestamp()
-    return value
+        device = self.device
+        params = ua.CreateSubscriptionParameters()
+        params.RequestedPublishingInterval = device.publishing_interval * 1000
+        params.RequestedMaxKeepAliveCount = max(
+            1, math.ceil(device.keepalive / device.publishing_interval))
+        params.RequestedLifetimeCount = params.RequestedMaxKeepAliveCount * 6
+        params.MaxNotificationsPerPublish = 0  # no limit: a burst arrives in one response
+        params.PublishingEnabled = True
+        params.Priority = 0
+        handle = await self._client.create_subscription(params, self)
+        # The server may revise the interval and keep-alive count; staleness is judged
+        # on what it promised, plus one request timeout for the answer to travel.
+        revised = handle.parameters
+        period = (revised.RequestedPublishingInterval / 1000
+                  * max(1, revised.RequestedMaxKeepAliveCount))
+        subscription = _Subscription(tags, handle,
+                                     STALE_KEEPALIVES * period + device.timeout)
+        requests = [self._item_request(name) for name in tags]
+        # Known before the server answers: the first values may arrive while later
+        # chunks are still being created.
+        for name in tags:
+            self._tag_of_handle[self._handle_of_tag[name]] = name
+
+        async def create(part: Sequence[Any]) -> list[Any]:
+            self._count("create_monitored_items")
+            return list(await handle.create_monitored_items(list(part)))
+
+        results = await nodes.in_chunks(requests, self._limits.monitored_items, create)
+        refused = self.details["refused_items"]
+        assert isinstance(refused, dict)
+        for name, result in zip(tags, results, strict=True):
+            if isinstance(result, ua.StatusCode):
+                refused[name] = result.name
+                self._tag_of_handle.pop(self._handle_of_tag[name], None)
+                log.warning("%s.%s: the server refused the monitored item: %s",
+                            self.device_id, name, result.name)
+        return subscription
+
+    def _item_request(self, name: str) -> Any:
+        from asyncua import ua
+
+        tag = self._tags[name]
+        read = ua.ReadValueId()
+        read.NodeId = self._node_ids[name]
+        read.AttributeId = ua.AttributeIds.Value
+        monitoring = ua.MonitoringParameters()
+        monitoring.ClientHandle = self._handle_of_tag[name]
+        interval = (tag.sampling_interval if tag.sampling_interval is not None
+                    else self.device.publishing_interval)
+        monitoring.SamplingInterval = interval * 1000
+        monitoring.QueueSize = tag.queue_size
+        monitoring.DiscardOldest = True
+        if tag.server_deadband is not None:
+            deadband = ua.DataChangeFilter()
+            deadband.Trigger = ua.DataChangeTrigger.StatusValue
+            deadband.DeadbandType = ua.DeadbandType.Absolute
+            deadband.DeadbandValue = tag.server_deadband
+            monitoring.Filter = deadband
+        request = ua.MonitoredItemCreateRequest()
+        request.ItemToMonitor = read
+        request.MonitoringMode = ua.MonitoringMode.Reporting
+        request.RequestedParameters = monitoring
+        return request
+
+    async def _watch_subscriptions(self) -> None:
+        while True:
+            await asyncio.sleep(WATCHDOG_PERIOD)
+            for index, subscription in enumerate(self._subscriptions):
+                last = subscription.handle.last_publish_at or subscription.created_at
+                silent = time.monotonic() - max(last, subscription.created_at)
+                if silent < subscription.stale_after:
+                    continue
+                log.warning("%s: a subscription of %d items sent nothing, not even a "
+                            "keep-alive, for %.0fs; creating it again", self.device_id,
+                            len(subscription.tags), silent)
+                try:
+                    self._subscriptions[index] = await self._recreate(subscription)
+                except Exception as exc:
+                    self._lost = f"recreating a stale subscription failed: {exc}"
+                    self._wakeup.set()
+                    return
+
+    async def _recreate(self, stale: _Subscription) -> _Subscription:
+        for name in stale.tags:
+            self._tag_of_handle.pop(self._handle_of_tag[name], None)
+            self._seen_since_open.discard(name)  # the next value comes after a gap
+        try:
+            await asyncio.wait_for(stale.handle.delete(), self.device.timeout)
+        except Exception as exc:  # the server may have dropped it already
+            log.debug("%s: deleting the stale subscription: %s", self.device_id, exc)
+        fresh = await self._subscribe(stale.tags)
+        recreated = self.details["recreated_subscriptions"]
+        assert isinstance(recreated, int)
+        self.details["recreated_subscriptions"] = recreated + 1
+        return fresh
+
+    # asyncua calls these from tasks in our event loop.
+    def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
+        item = data.monitored_item
+        tag = self._tag_of_handle.get(item.ClientHandle)
+        if tag is None:
+            return  # a late notification from a subscription we have replaced
+        self._emit(tag, item.Value)
+
+    def status_change_notification(self, status: Any) -> None:
+        log.warning("%s: subscription status changed: %s", self.device_id, status)
+
+    def _emit(self, tag: str, data_value: Any) -> None:
+        first = tag not in self._seen_since_open
+        self._seen_since_open.add(tag)
+        self._pending.append(to_sample(self.device_id, tag, data_value, first))
+        self._wakeup.set()
+
+    # ------------------------------------------------------------------ polling
+
+    def _start_polling(self, tags: list[OpcUaTag]) -> None:
+        groups: dict[float, list[str]] = {}
+        for tag in tags:
+            groups.setdefault(tag.poll_interval or self.device.poll_interval, []).append(tag.name)
+        for interval, names in sorted(groups.items()):
+            self._tasks.append(asyncio.get_running_loop().create_task(
+                self._poll(interval, names), name=f"opcua poll {self.device_id} {interval}s"))
+
+    async def _poll(self, interval: float, names: list[str]) -> None:
+        from asyncua import ua
+
+        async def read(part: Sequence[str]) -> list[Any]:
+            params = ua.ReadParameters()
+            params.TimestampsToReturn = ua.TimestampsToReturn.Both
+            for name in part:
+                item = ua.ReadValueId()
+                item.NodeId = self._node_ids[name]
+                item.AttributeId = ua.AttributeIds.Value
+                params.NodesToRead.append(item)
+            self._count("read")
+            return list(await self._client.uaclient.read(params))
+
+        next_at = time.monotonic()
+        while True:
+            try:
+                answers = await nodes.in_chunks(names, self._limits.read, read)
+            except Exception as exc:
+                self._lost = f"polling failed: {exc or type(exc).__name__}"
+                self._wakeup.set()
+                return
+            for name, answer in zip(names, answers, strict=True):
+                self._emit(name, answer)
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+            if next_at < time.monotonic() - interval:
+                next_at = time.monotonic()  # a slow server: skip ticks rather than burst
+
+    def _count(self, request: str) -> None:
+        counts = self.details["requests"]
+        assert isinstance(counts, dict)
+        counts[request] = counts.get(request, 0) + 1
+
+    # ------------------------------------------------------------------ samples
+
+    async def batches(self) -> AsyncIterator[list[Sample]]:
+        from asyncua import ua
+
+        while True:
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), self.device.keepalive)
+            except TimeoutError:
+                # Quiet: ask the server how it is, so a dead session is noticed even
+                # when no value changes.
+                try:
+                    await asyncio.wait_for(self._client.nodes.server_state.read_value(),
+                                           self.device.timeout)
+                except (TimeoutError, OSError, ConnectionError, ua.UaError) as exc:
+                    raise DeviceUnreachable(f"{self.device.endpoint}: session lost: "
+                                            f"{exc or type(exc).__name__}") from exc
+                continue
+            self._wakeup.clear()
+            if self._lost is not None:
+                raise DeviceUnreachable(f"{self.device.endpoint}: {self._lost}")
+            batch = list(self._pending)
+            self._pending.clear()
+            if batch:
+                yield batch

@@ -6,6 +6,8 @@
     floorlink schema                 the configuration's JSON Schema
     floorlink simulate               only the simulated line (for tests and benchmarks)
     floorlink buffer ACTION -c FILE  stats, dead-letters, replay, export, alarms
+    floorlink browse ENDPOINT        an OPC UA server's address space, for writing the YAML
+    floorlink opcua-cert             a client certificate and key for OPC UA security
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
@@ -71,6 +74,36 @@ def _parser() -> argparse.ArgumentParser:
     add("check-config", _check_config, "Validate a configuration file; print 'ok' or every error.")
     probe = add("probe", _probe, "Read every tag of one device once, for commissioning.")
     probe.add_argument("device", help="the device id from the configuration")
+    browse = add("browse", _browse, "Print an OPC UA server's address space as a tree, with "
+                 "nsu= node ids, data types and current values.")
+    browse.add_argument("endpoint", nargs="?", help="opc.tcp://host:port/path (or --device)")
+    browse.add_argument("--device", help="take endpoint and security from this configured device")
+    browse.add_argument("--path", help="start here: a browse path from Objects, e.g. "
+                        "'Line1/Press1' (with --namespace), or '0:Server'")
+    browse.add_argument("--namespace", help="namespace URI of --path's names")
+    browse.add_argument("--depth", type=int, default=3, help="levels to show (default 3)")
+    browse.add_argument("--security-mode", choices=["None", "Sign", "SignAndEncrypt"])
+    from .settings.models import OPCUA_POLICIES
+
+    browse.add_argument("--policy", choices=list(OPCUA_POLICIES))
+    browse.add_argument("--certificate", type=Path)
+    browse.add_argument("--private-key", type=Path)
+    browse.add_argument("--trusted-servers", type=Path)
+    browse.add_argument("--trust-on-first-use", action="store_true")
+    browse.add_argument("--username")
+    browse.add_argument("--password-env", metavar="VARIABLE",
+                        help="read the password from this environment variable")
+    browse.add_argument("--timeout", type=float, default=10.0)
+    cert = add("opcua-cert", _opcua_cert, "Make floorlink's OPC UA client certificate and key "
+               "(self-signed, with the application URI servers check).", config=False)
+    cert.add_argument("--out", type=Path, default=Path("/etc/floorlink/pki"),
+                      help="folder for floorlink.pem and floorlink.key "
+                           "(default /etc/floorlink/pki)")
+    cert.add_argument("--uri", default=None,
+                      help="application URI (default urn:floorlink:<host name>)")
+    cert.add_argument("--host", default=None, help="host name in the certificate")
+    cert.add_argument("--days", type=int, default=825)
+    cert.add_argument("--force", action="store_true", help="replace existing files")
     buffer = add("buffer", _buffer, "Inspect the buffer, replay dead letters, export events.")
     from .control.arguments import add_arguments
 
@@ -139,6 +172,94 @@ def _probe(args: argparse.Namespace) -> int:
     from .probe import probe
 
     return asyncio.run(probe(config, args.device))
+
+
+def _browse(args: argparse.Namespace) -> int:
+    from agent.settings.models import OpcUaDevice, OpcUaSecurity
+
+    _setup_logging("error" if args.log_level == "info" else args.log_level)
+    security = OpcUaSecurity()
+    endpoint, username, password = args.endpoint, args.username, None
+    if args.device:
+        config = _quiet_tool(args)
+        if config is None:
+            return EX_CONFIG
+        device = next((d for d in config.devices if d.id == args.device), None)
+        if not isinstance(device, OpcUaDevice):
+            print(f"no OPC UA device '{args.device}' in {args.config}", file=sys.stderr)
+            return EX_USAGE
+        endpoint, security = endpoint or device.endpoint, device.security
+        username = username or device.username
+        password = device.password.get_secret_value() if device.password else None
+    if not endpoint:
+        print("give an endpoint (opc.tcp://host:port/...) or --device ID", file=sys.stderr)
+        return EX_USAGE
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            print(f"environment variable {args.password_env} is not set", file=sys.stderr)
+            return EX_USAGE
+    overrides = {key: value for key, value in (
+        ("mode", args.security_mode), ("policy", args.policy),
+        ("certificate", args.certificate), ("private_key", args.private_key),
+        ("trusted_servers", args.trusted_servers),
+        ("trust_on_first_use", args.trust_on_first_use or None)) if value is not None}
+    try:
+        security = OpcUaSecurity.model_validate(security.model_dump() | overrides)
+    except ValueError as exc:
+        print(f"security options: {exc}", file=sys.stderr)
+        return EX_USAGE
+    from .errors import DriverError
+
+    async def go() -> int:
+        from drivers.opcua.browse import browse
+        from drivers.opcua.session import open_session
+
+        client = await open_session(endpoint, security, username, password, args.timeout)
+        try:
+            printed = await browse(client, print, args.path, args.namespace, args.depth)
+        finally:
+            await client.disconnect()
+        return EX_OK if printed or args.path else 1
+
+    try:
+        return asyncio.run(go())
+    except (DriverError, LookupError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
+    except BrokenPipeError:  # piped into head: the reader has seen enough
+        sys.stderr.close()
+        return EX_OK
+
+
+def _opcua_cert(args: argparse.Namespace) -> int:
+    import socket
+
+    from drivers.opcua.certs import (
+        default_application_uri,
+        describe,
+        make_application_certificate,
+    )
+
+    cert_file, key_file = args.out / "floorlink.pem", args.out / "floorlink.key"
+    existing = [str(f) for f in (cert_file, key_file) if f.exists()]
+    if existing and not args.force:
+        print(f"{', '.join(existing)} already exist; --force replaces them (servers that "
+              "trust the old certificate must then be given the new one)", file=sys.stderr)
+        return EX_CANTCREAT
+    uri = args.uri or default_application_uri()
+    host = args.host or socket.gethostname()
+    try:
+        cert = make_application_certificate(cert_file, key_file, uri, host, args.days)
+    except OSError as exc:
+        print(f"cannot write to {args.out}: {exc.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
+    print(f"certificate {cert_file}\nprivate key {key_file} (mode 0600)\n"
+          f"application URI {uri}\nsubject {describe(cert)}\n"
+          f"valid until {cert.not_valid_after_utc:%Y-%m-%d}\n"
+          "Next: put both under security: in the device's YAML, and add the certificate to "
+          "the OPC UA server's trusted clients.")
+    return EX_OK
 
 
 def _buffer(args: argparse.Namespace) -> int:

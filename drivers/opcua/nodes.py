@@ -109,7 +109,7 @@ async def resolve(client: Any, device: OpcUaDevice, limits: OperationLimits) -> 
         answers = await in_chunks(by_path, limits.translate, translate)
         for (tag, _), answer in zip(by_path, answers, strict=True):
             if answer.StatusCode.is_good() and answer.Targets:
-                node_ids[tag.name] = answer.Targets[0].TargetId.NodeId
+                node_ids[tag.name] = target_of(answer)
             else:
                 problems[tag.name] = (f"browse path '{tag.path}' not found "
                                       f"({ua.StatusCode(answer.StatusCode.value).name}); "
@@ -166,3 +166,9 @@ def expanded(node_id: Any, namespaces: list[str]) -> str:
         return text
     rest = text.split(";", 1)[1]
     return f"nsu={namespaces[index]};{rest}"
+
+
+def target_of(answer: Any) -> Any:
+    """The node a translated browse path leads to (an ExpandedNodeId in some versions)."""
+    target = answer.Targets[0].TargetId
+    return getattr(target, "NodeId", target)

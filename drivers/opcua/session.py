@@ -90,6 +90,14 @@ def _der() -> Any:
     return serialization.Encoding.DER
 
 
+def _file(path: Path) -> Any:
+    """asyncua guesses PEM or DER from the file name; '.key' would be read as DER."""
+    from asyncua.crypto.uacrypto import CertProperties
+
+    pem = b"-----BEGIN" in path.read_bytes()[:4096]
+    return CertProperties(str(path), extension="pem" if pem else "der")
+
+
 def _policy_class(name: str) -> Any:
     from asyncua.crypto import security_policies as sp
 
@@ -128,8 +136,8 @@ async def open_session(endpoint: str, security: OpcUaSecurity, username: str | N
             trust = ServerTrust(security)
             client.certificate_validator = trust
             await client.set_security(
-                _policy_class(security.policy), str(security.certificate),
-                str(security.private_key), mode=getattr(ua.MessageSecurityMode, security.mode))
+                _policy_class(security.policy), _file(security.certificate),
+                _file(security.private_key), mode=getattr(ua.MessageSecurityMode, security.mode))
         started = time.monotonic()
         await client.connect()
         log.debug("connected to %s in %.2fs", endpoint, time.monotonic() - started)

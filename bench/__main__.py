@@ -11,8 +11,9 @@ from pathlib import Path
 
 from .buffer_bench import run as buffer_bench
 from .modbus_throughput import run as modbus_throughput
+from .opcua_bench import run as opcua_bench
 
-BENCHMARKS = {"modbus": modbus_throughput, "buffer": buffer_bench}
+BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench}
 
 
 def main() -> None:

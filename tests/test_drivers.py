@@ -28,6 +28,10 @@ class Sink:
     def latest(self) -> dict[str, Sample]:
         return {s.tag: s for batch in self.batches for s in batch}
 
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for batch in self.batches for s in batch]
+
     async def wait_for(self, predicate: Any, within: float = 15) -> None:
         """Wait until `predicate()` holds; re-checked on every batch and every second
         (device health changes without a batch)."""

@@ -10,18 +10,18 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import free_port
+from test_drivers import Sink, stop
 
 from agent.derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_stop
 from agent.errors import DeviceUnreachable
 from agent.settings.models import OpcUaDevice
-from drivers.base import Sample
 from drivers.opcua.certs import make_application_certificate
 from drivers.opcua.client import OpcUaDriver
 from drivers.runner import DeviceHealth, run_device
@@ -131,27 +131,6 @@ def device(endpoint: str, tags: list[dict[str, Any]], **settings: Any) -> OpcUaD
 
 def node(name: str) -> str:
     return f"nsu={NS};s=Press1.{name}"
-
-
-class Sink:
-    def __init__(self) -> None:
-        self.samples: list[Sample] = []
-
-    async def __call__(self, batch: list[Sample]) -> None:
-        self.samples.extend(batch)
-
-    def latest(self) -> dict[str, Sample]:
-        return {s.tag: s for s in self.samples}
-
-    async def wait_for(self, predicate: Callable[[], bool], within: float = 15) -> None:
-        async with asyncio.timeout(within):
-            while not predicate():  # noqa: ASYNC110 - polls state other tasks change
-                await asyncio.sleep(0.02)
-
-
-async def stop(task: asyncio.Task[None]) -> None:
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 async def run(settings: OpcUaDevice) -> tuple[asyncio.Task[None], Sink, DeviceHealth,

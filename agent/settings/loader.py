@@ -104,25 +104,20 @@ def _absolute_paths(config: Config, base_dir: Path) -> Config:
     update: dict[str, Any] = {}
     if not config.buffer.path.is_absolute():
         update["buffer"] = config.buffer.model_copy(update={"path": base_dir / config.buffer.path})
-    uplinks = []
-    for uplink in config.uplinks:
-        if uplink.tls is not None:
-            files = {key: base_dir / path for key in ("ca_file", "cert_file", "key_file")
-                     if (path := getattr(uplink.tls, key)) is not None}
-            uplink = uplink.model_copy(update={"tls": uplink.tls.model_copy(update=files)})
-        uplinks.append(uplink)
-    update["uplinks"] = uplinks
-    devices: list[Any] = []
-    for device in config.devices:
-        if isinstance(device, OpcUaDevice):
-            security = device.security
-            files = {key: base_dir / path for key in
-                     ("certificate", "private_key", "trusted_servers")
-                     if (path := getattr(security, key)) is not None}
-            device = device.model_copy(update={"security": security.model_copy(update=files)})
-        devices.append(device)
-    update["devices"] = devices
+    update["uplinks"] = [
+        uplink.model_copy(update={"tls": _rebased(uplink.tls, base_dir)}) if uplink.tls
+        else uplink for uplink in config.uplinks]
+    update["devices"] = [
+        device.model_copy(update={"security": _rebased(device.security, base_dir)})
+        if isinstance(device, OpcUaDevice) else device for device in config.devices]
     return config.model_copy(update=update)
+
+
+def _rebased(settings: Any, base_dir: Path) -> Any:
+    """A copy of a settings block whose Path fields are relative to the config file."""
+    files = {key: base_dir / value for key, value in vars(settings).items()
+             if isinstance(value, Path)}
+    return settings.model_copy(update=files)
 
 
 class _Masker:

@@ -23,7 +23,7 @@ async def browse(client: Any, out: Callable[[str], None], path: str | None = Non
     title = "Objects"
     if path:
         [answer] = await client.uaclient.translate_browsepaths_to_nodeids(
-            [nodes._browse_path(path, namespace, namespaces)])
+            [nodes.browse_path(path, namespace, namespaces)])
         if not answer.StatusCode.is_good() or not answer.Targets:
             raise LookupError(f"no node at browse path '{path}' "
                               f"({ua.StatusCode(answer.StatusCode.value).name})")

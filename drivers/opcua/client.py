@@ -63,11 +63,15 @@ class OpcUaDriver:
         self._tasks: list[asyncio.Task[None]] = []
         self._node_ids: dict[str, Any] = {}
         self._limits = nodes.OperationLimits()
-        # Shown on the status page under the device.
+        # Typed handles on the mutable parts of `details`, which the status page shows.
+        self._refused: dict[str, str] = {}
+        self._requests: dict[str, int] = {}
+        self._recreated = 0
         self.details: dict[str, object] = {"subscriptions": 0, "monitored_items": 0,
                                            "polled": 0, "recreated_subscriptions": 0,
                                            "server_clock_offset_s": None, "unresolved": {},
-                                           "refused_items": {}, "requests": {}}
+                                           "refused_items": self._refused,
+                                           "requests": self._requests}
 
     # ------------------------------------------------------------------ session
 
@@ -84,14 +88,14 @@ class OpcUaDriver:
         self._seen_since_open.clear()
         self._subscriptions = []
         self._tag_of_handle = {}
-        self.details["requests"] = {"create_monitored_items": 0, "read": 0}
+        self._requests.update(create_monitored_items=0, read=0)
+        self._refused.clear()
         try:
             self.details["server_clock_offset_s"] = await server_clock_offset(client)
             self._limits = await nodes.OperationLimits.of(client, device.max_per_call)
             resolved = await nodes.resolve(client, device, self._limits)
             self._node_ids = resolved.node_ids
             self.details["unresolved"] = resolved.problems
-            self.details["refused_items"] = {}
             subscribed = [t.name for t in device.tags
                           if t.mode == "subscribe" and t.name in self._node_ids]
             for part in nodes.chunks(subscribed, device.items_per_subscription):
@@ -163,11 +167,9 @@ class OpcUaDriver:
             return list(await handle.create_monitored_items(list(part)))
 
         results = await nodes.in_chunks(requests, self._limits.monitored_items, create)
-        refused = self.details["refused_items"]
-        assert isinstance(refused, dict)
         for name, result in zip(tags, results, strict=True):
             if isinstance(result, ua.StatusCode):
-                refused[name] = result.name
+                self._refused[name] = result.name
                 self._tag_of_handle.pop(self._handle_of_tag[name], None)
                 log.warning("%s.%s: the server refused the monitored item: %s",
                             self.device_id, name, result.name)
@@ -226,9 +228,8 @@ class OpcUaDriver:
         except Exception as exc:  # the server may have dropped it already
             log.debug("%s: deleting the stale subscription: %s", self.device_id, exc)
         fresh = await self._subscribe(stale.tags)
-        recreated = self.details["recreated_subscriptions"]
-        assert isinstance(recreated, int)
-        self.details["recreated_subscriptions"] = recreated + 1
+        self._recreated += 1
+        self.details["recreated_subscriptions"] = self._recreated
         return fresh
 
     # asyncua calls these from tasks in our event loop.
@@ -288,9 +289,7 @@ class OpcUaDriver:
                 next_at = time.monotonic()  # a slow server: skip ticks rather than burst
 
     def _count(self, request: str) -> None:
-        counts = self.details["requests"]
-        assert isinstance(counts, dict)
-        counts[request] = counts.get(request, 0) + 1
+        self._requests[request] += 1
 
     # ------------------------------------------------------------------ samples
 

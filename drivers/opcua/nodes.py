@@ -97,7 +97,7 @@ async def resolve(client: Any, device: OpcUaDevice, limits: OperationLimits) -> 
                 node_ids[tag.name] = _node_id(tag.node, namespaces)
             else:
                 assert tag.path is not None
-                by_path.append((tag, _browse_path(tag.path, tag.namespace or device.namespace,
+                by_path.append((tag, browse_path(tag.path, tag.namespace or device.namespace,
                                                   namespaces)))
         except LookupError as exc:
             problems[tag.name] = str(exc)
@@ -131,7 +131,7 @@ def _node_id(text: str, namespaces: list[str]) -> Any:
     return ua.NodeId.from_string(text)
 
 
-def _browse_path(path: str, namespace: str | None, namespaces: list[str]) -> Any:
+def browse_path(path: str, namespace: str | None, namespaces: list[str]) -> Any:
     from asyncua import ua
 
     index = None
@@ -152,10 +152,10 @@ def _browse_path(path: str, namespace: str | None, namespaces: list[str]) -> Any
             assert index is not None  # the settings insist on a namespace for these
             element.TargetName = ua.QualifiedName(name, index)
         elements.append(element)
-    browse_path = ua.BrowsePath()
-    browse_path.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
-    browse_path.RelativePath = ua.RelativePath(Elements=elements)
-    return browse_path
+    request = ua.BrowsePath()
+    request.StartingNode = ua.NodeId(ua.ObjectIds.ObjectsFolder)
+    request.RelativePath = ua.RelativePath(Elements=elements)
+    return request
 
 
 def expanded(node_id: Any, namespaces: list[str]) -> str:

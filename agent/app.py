@@ -23,11 +23,13 @@ from .errors import BufferError
 from .events import Event
 from .pipeline import Pipeline
 from .settings.models import Config, HttpsUplink, MqttUplink
+from .settings.odoo import OdooUplink
 from .status import StatusBoard, StatusServer
 from .uplinks.base import Uplink
 from .uplinks.forwarder import Forwarder
 from .uplinks.https import HttpsPoster
 from .uplinks.mqtt import MqttPublisher
+from .uplinks.odoo.connector import OdooConnector
 
 log = logging.getLogger("floorlink")
 
@@ -221,13 +223,17 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
     return control
 
 
-def _make_uplink(settings: MqttUplink | HttpsUplink, config: Config) -> Uplink:
+def _make_uplink(settings: MqttUplink | HttpsUplink | OdooUplink, config: Config) -> Uplink:
     if isinstance(settings, HttpsUplink):
         return HttpsPoster(settings, config)
+    if isinstance(settings, OdooUplink):
+        return OdooConnector(settings, config)
     return MqttPublisher(settings, config)
 
 
-def _window(settings: MqttUplink | HttpsUplink) -> int:
+def _window(settings: MqttUplink | HttpsUplink | OdooUplink) -> int:
+    if isinstance(settings, OdooUplink):
+        return settings.max_inflight
     if isinstance(settings, HttpsUplink):
         # Enough submitted for full batches while one request is on its way.
         return max(settings.max_inflight, 2 * settings.batch.max_events)

@@ -57,7 +57,11 @@ class StatusBoard:
             "buffer_error": self.buffer_error,
             "alarms": ([{"key": "buffer.write", "severity": "critical",
                          "message": self.buffer_error, "raised_at": None}]
-                       if self.buffer_error else []) + (buffer["alarms"] if buffer else []),
+                       if self.buffer_error else [])
+                      + [{"key": f"uplink.{u.uplink}.paused", "severity": "critical",
+                          "message": u.alarm, "raised_at": None}
+                         for u in self.uplinks if u.alarm]
+                      + (buffer["alarms"] if buffer else []),
             "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
         }
 

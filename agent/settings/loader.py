@@ -324,7 +324,13 @@ def _check_references(
     for index, _ in _repeats(client_ids):
         yield issue(("uplinks", index, "client_id"), repr(client_ids[index]),
                     "two uplinks with one MQTT client id disconnect each other; make them differ")
+    asset_ids = {a.id for a in config.assets}
     for u_index, uplink in enumerate(config.uplinks):
+        for asset_id in getattr(uplink, "assets", {}):
+            if asset_id not in asset_ids:
+                yield issue(("uplinks", u_index, "assets", asset_id), repr(asset_id),
+                            "no asset has this id; assets are: "
+                            + (", ".join(sorted(asset_ids)) or "none"))
         for secret_path in _secret_fields(uplink, ("uplinks", u_index)):
             if secret_path not in secret_paths:
                 yield _clear_secret(issue, secret_path)

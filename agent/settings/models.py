@@ -7,7 +7,6 @@ the business. Assets refer to tags as "<device id>.<tag name>".
 
 from __future__ import annotations
 
-import fnmatch
 import re
 import socket
 from pathlib import Path
@@ -16,9 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BaseModel,
     ByteSize,
-    ConfigDict,
     Field,
     SecretStr,
     StringConstraints,
@@ -27,24 +24,18 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .base import (
+    EventFilter,
+    HttpBackoff,
+    HttpTimeouts,
+    Identifier,
+    Port,
+    Strict,
+    TagRef,
+    TlsSettings,
+)
 from .durations import Duration, parse_duration
-
-Identifier = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*$", max_length=64),
-    Field(description="Letters, digits, '-' and '_'; starts with a letter or digit."),
-]
-TagRef = Annotated[
-    str,
-    StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_-]*$"),
-    Field(description="A tag of a device, written '<device id>.<tag name>'."),
-]
-Port = Annotated[int, Field(ge=1, le=65535)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+from .odoo import OdooUplink
 
 # ---------------------------------------------------------------- devices
 
@@ -559,50 +550,6 @@ class BufferSettings(Strict):
 
 
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
-EVENT_TYPES = ("machine.state_changed", "downtime.started", "downtime.ended",
-               "downtime.micro_stop", "production.confirmed", "quality.hold_raised",
-               "quality.hold_released", "maintenance.requested", "counters.snapshot",
-               "telemetry")
-
-
-class TlsSettings(Strict):
-    """Certificate verification is on unless `insecure: true` (logged at every start)."""
-
-    ca_file: Path | None = Field(
-        default=None, description="CA bundle (PEM) that signed the server; default: the system's."
-    )
-    cert_file: Path | None = Field(default=None, description="Client certificate (PEM).")
-    key_file: Path | None = Field(default=None, description="Client private key (PEM).")
-    insecure: bool = Field(
-        default=False,
-        description="Accept any server certificate and name. For a lab only; warned at start.",
-    )
-
-    @model_validator(mode="after")
-    def _pair(self) -> TlsSettings:
-        if (self.cert_file is None) != (self.key_file is None):
-            raise ValueError("cert_file and key_file go together: give both, or neither")
-        return self
-
-    def files(self) -> dict[str, Path]:
-        named = {"ca": self.ca_file, "client": self.cert_file}
-        return {which: path for which, path in named.items() if path is not None}
-
-
-def _event_filter(patterns: list[str]) -> list[str]:
-    for pattern in patterns:
-        if not any(fnmatch.fnmatchcase(kind, pattern) for kind in EVENT_TYPES):
-            raise ValueError(
-                f"'{pattern}' matches no event type; types are: {', '.join(EVENT_TYPES)} "
-                "(shell patterns such as 'downtime.*' work)")
-    return patterns
-
-
-EventFilter = Annotated[
-    list[str],
-    AfterValidator(_event_filter),
-    Field(description="Event types this uplink receives ('downtime.*' style patterns)."),
-]
 
 
 class MqttUplink(Strict):
@@ -679,19 +626,6 @@ class HttpBatch(Strict):
     )
 
 
-class HttpTimeouts(Strict):
-    connect: Duration = Field(default=5.0, gt=0)
-    read: Duration = Field(default=30.0, gt=0)
-
-
-class HttpBackoff(Strict):
-    initial: Duration = Field(default=1.0, gt=0, le=60, description="First wait after a failure.")
-    max: Duration = Field(
-        default=30.0, gt=0, le=600,
-        description="Longest wait between attempts (doubling with jitter up to this).",
-    )
-
-
 class HttpsUplink(Strict):
     """POSTs CloudEvents to middleware or a webhook, signed per Standard Webhooks."""
 
@@ -724,7 +658,7 @@ class HttpsUplink(Strict):
     )
 
 
-Uplink = Annotated[MqttUplink | HttpsUplink, Field(discriminator="type")]
+Uplink = Annotated[MqttUplink | HttpsUplink | OdooUplink, Field(discriminator="type")]
 
 
 class StatusSettings(Strict):

@@ -23,6 +23,8 @@ class UplinkHealth:
     last_delivered_at: float | None = None
     skipped: int = 0  # events this uplink's `events` filter left out
     certificates: list[dict[str, object]] = field(default_factory=list)
+    alarm: str | None = None  # set while the uplink cannot work until someone acts
+    details: dict[str, object] = field(default_factory=dict)
 
 
 class Uplink(Protocol):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import logging
-import ssl
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -40,10 +39,11 @@ from buffer import StoredEvent
 
 from .. import __version__
 from ..errors import UplinkRejected
-from ..settings.models import Config, HttpsUplink, TlsSettings
+from ..settings.base import TlsSettings
+from ..settings.models import Config, HttpsUplink
 from . import certificates, signing
 from .base import UplinkHealth
-from .tls import client_context, explain
+from .tls import client_context, explain, ssl_cause
 
 log = logging.getLogger("floorlink.https")
 
@@ -210,7 +210,7 @@ class HttpsPoster:
         try:
             response = await self._client.post(self.settings.url, content=body, headers=headers)
         except httpx.TransportError as exc:
-            tls_error = _ssl_cause(exc)
+            tls_error = ssl_cause(exc)
             if tls_error is not None:
                 host = httpx.URL(self.settings.url).host
                 raise Transient(f"{self.settings.url}: "
@@ -225,7 +225,7 @@ class HttpsPoster:
         excerpt = response.text[:EXCERPT].strip()
         if status in TRANSIENT_STATUS or status >= 500:
             raise Transient(f"{self.settings.url} answered HTTP {status}: {excerpt}",
-                            _retry_after(response.headers.get("Retry-After")))
+                            retry_after(response.headers.get("Retry-After")))
         self._on_success(response)  # the server is there and answering; it refused these
         return Refusal(status, excerpt)
 
@@ -249,17 +249,7 @@ class HttpsPoster:
             self.health.certificates = [c.view() for c in [*self._certificates, server]]
 
 
-def _ssl_cause(error: BaseException) -> ssl.SSLError | None:
-    """httpx wraps the ssl module's error; find it to say what to change."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
-
-
-def _retry_after(value: str | None) -> float | None:
+def retry_after(value: str | None) -> float | None:
     """Retry-After is seconds or an HTTP date."""
     if not value:
         return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from ..settings.models import TlsSettings
+from ..settings.base import TlsSettings
 
 
 def client_context(tls: TlsSettings) -> ssl.SSLContext:
@@ -53,3 +53,13 @@ def handshake_error(host: str, port: int, context: ssl.SSLContext,
             return None
     except (OSError, ssl.SSLError) as exc:
         return exc
+
+
+def ssl_cause(error: BaseException) -> ssl.SSLError | None:
+    """httpx wraps the ssl module's error; find it to say what to change."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None

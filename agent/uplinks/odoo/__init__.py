@@ -1,0 +1,1 @@
+"""The Odoo connector: plant events become Odoo records, exactly once."""

@@ -8,6 +8,7 @@
     floorlink buffer ACTION -c FILE  stats, dead-letters, replay, export, alarms
     floorlink browse ENDPOINT        an OPC UA server's address space, for writing the YAML
     floorlink opcua-cert             a client certificate and key for OPC UA security
+    floorlink odoo check -c FILE     log in to Odoo and resolve everything the mapping names
 """
 
 from __future__ import annotations
@@ -104,6 +105,11 @@ def _parser() -> argparse.ArgumentParser:
     cert.add_argument("--host", default=None, help="host name in the certificate")
     cert.add_argument("--days", type=int, default=825)
     cert.add_argument("--force", action="store_true", help="replace existing files")
+    odoo = add("odoo", _odoo, "Commissioning of Odoo uplinks: `check` logs in and resolves "
+               "every work center, loss reason, equipment and lot model the mapping names, "
+               "and the rights the API user needs. It only reads.")
+    odoo.add_argument("action", choices=["check"])
+    odoo.add_argument("--uplink", help="only this uplink id (default: every Odoo uplink)")
     buffer = add("buffer", _buffer, "Inspect the buffer, replay dead letters, export events.")
     from .control.arguments import add_arguments
 
@@ -260,6 +266,15 @@ def _opcua_cert(args: argparse.Namespace) -> int:
           "Next: put both under security: in the device's YAML, and add the certificate to "
           "the OPC UA server's trusted clients.")
     return EX_OK
+
+
+def _odoo(args: argparse.Namespace) -> int:
+    config = _quiet_tool(args)
+    if config is None:
+        return EX_CONFIG
+    from .uplinks.odoo.check import check
+
+    return asyncio.run(check(config, args.uplink))
 
 
 def _buffer(args: argparse.Namespace) -> int:

@@ -184,8 +184,10 @@ class Call:
 
 
 class FakeOdoo:
-    def __init__(self, version: int = 18, database: str = "plant", quality: bool = False) -> None:
+    def __init__(self, version: int = 18, database: str = "plant", quality: bool = False,
+                 jsonrpc: bool = True) -> None:
         self.version = version
+        self.jsonrpc = jsonrpc  # JSON-RPC is deprecated in 19 and due to go later
         self.database = database
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -273,7 +275,8 @@ class FakeOdoo:
 
     async def start(self) -> None:
         app = web.Application()
-        app.router.add_post("/jsonrpc", self._jsonrpc)
+        if self.jsonrpc:
+            app.router.add_post("/jsonrpc", self._jsonrpc)
         if self.version >= 19:
             app.router.add_post("/json/2/{model}/{method}", self._json2)
         self.runner = web.AppRunner(app, access_log=None)

@@ -5,6 +5,7 @@ Odoo 19 (JSON-2)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -95,8 +96,8 @@ def odoo_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ODOO_KEY", KEY)
 
 
-async def _fake(version: int, quality: bool = False) -> FakeOdoo:
-    server = FakeOdoo(version=version, quality=quality)
+async def _fake(version: int, quality: bool = False, jsonrpc: bool = True) -> FakeOdoo:
+    server = FakeOdoo(version=version, quality=quality, jsonrpc=jsonrpc)
     server.add_user("floorlink", KEY, {"mrp.group_mrp_user", "stock.group_stock_user"})
     server.press1 = server.workcenter("Press 1", "PRESS1")  # type: ignore[attr-defined]
     await server.start()
@@ -513,6 +514,50 @@ async def test_odoo_19_error_statuses(tmp_path: Path, odoo19: FakeOdoo) -> None:
     assert script == []
 
 
+@pytest.mark.parametrize(("jsonrpc", "protocol", "expected"), [
+    (False, "auto", "json2"),       # an Odoo without /jsonrpc any more
+    (True, "jsonrpc", "jsonrpc"),   # 19 still serves JSON-RPC when asked for it
+])
+async def test_protocol_choice(tmp_path: Path, jsonrpc: bool, protocol: str,
+                               expected: str) -> None:
+    server = await _fake(19, jsonrpc=jsonrpc)
+    try:
+        rig, outbox = await running(tmp_path, yaml(server, tmp_path,
+                                                   f"    protocol: {protocol}"))
+        try:
+            await outbox.commit([ended("0193fa00000000000000000000000001")], {})
+            await until(lambda: len(lines(server)) == 1, 10)
+            assert rig.uplinks[0].health.details["protocol"] == expected
+        finally:
+            await rig.stop()
+    finally:
+        await server.stop()
+    assert {c.protocol for c in server.calls} == {expected}
+
+
+async def test_experimental_quality_alert_mode(tmp_path: Path) -> None:
+    server = await _fake(18, quality=True)
+    lot = server.lot("LOT-2026-0001")
+    extra = "    quality: {mode: quality_alert, alert_done_stage: quality.quality_alert_stage_4}"
+    hid = "0193fb00000000000000000000000001"
+    try:
+        rig, outbox = await running(tmp_path, yaml(server, tmp_path, extra))
+        try:
+            await outbox.commit([hold("quality.hold_raised", hid)], {})
+            await until(lambda: len(server.of("quality.alert")) == 1, 10)
+            await outbox.commit([hold("quality.hold_released", hid),
+                                 hold("quality.hold_raised", hid)], {})
+            await until_async(lambda: backlog(outbox, "erp"), 0, 10)
+        finally:
+            await rig.stop()
+    finally:
+        await server.stop()
+    [alert] = server.of("quality.alert")
+    assert alert["lot_id"] == lot
+    assert alert["workcenter_id"] == server.press1  # type: ignore[attr-defined]
+    assert alert["stage_id"] == server.xmlids["quality.quality_alert_stage_4"][1]
+
+
 # ---------------------------------------------------------------- configuration
 
 
@@ -528,3 +573,47 @@ def test_config_refuses_unmapped_events_and_unknown_assets(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as clear_key:
         load_config_text(base.replace("${env:ODOO_KEY}", "abc"), "c.yaml", tmp_path)
     assert "api_key" in str(clear_key.value)
+
+
+# ---------------------------------------------------------------- commissioning
+
+
+async def odoo_check(config_file: Path) -> tuple[int, str]:
+    from conftest import floorlink_command
+
+    process = await asyncio.create_subprocess_exec(
+        *floorlink_command("odoo", "check", "-c", str(config_file)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return int(process.returncode or 0), out.decode()
+
+
+async def test_odoo_check_lists_what_is_missing_and_what_rights_lack(
+        tmp_path: Path, odoo: FakeOdoo, monkeypatch: pytest.MonkeyPatch) -> None:
+    config_file = tmp_path / "config.yaml"
+    extra = "    downtime: {reasons: {7: mrp.no_such_reason}}"
+    config_file.write_text(yaml(odoo, tmp_path, extra))
+    code, out = await odoo_check(config_file)
+    assert code == 1, out
+    assert "ok      logged in as 'floorlink'" in out
+    assert "over jsonrpc, Odoo 18.0" in out
+    assert "ok      work center 'PRESS1' for asset 'press-1'" in out
+    assert "MISSING work center 'PRESS9' not found in database 'plant' (asset 'press-9')" in out
+    assert "MISSING equipment 'Press 1' not found" in out
+    assert "MISSING asset 'press-9' has no equipment" in out
+    assert "MISSING loss reason mrp.no_such_reason" in out
+    assert "ok      loss reason mrp.block_reason1" in out
+    assert "ok      right to create mrp.workcenter.productivity" in out
+
+    odoo.add_user("operator", "1" * 40, set())
+    monkeypatch.setenv("OP_KEY", "1" * 40)
+    config_file.write_text(yaml(odoo, tmp_path, key_env="OP_KEY")
+                           .replace("username: floorlink", "username: operator"))
+    code, out = await odoo_check(config_file)
+    assert code == 1
+    assert "MISSING right to create mrp.workcenter.productivity, needed for downtime" in out
+
+    monkeypatch.setenv("OP_KEY", "2" * 40)
+    code, out = await odoo_check(config_file)
+    assert code == 69
+    assert "refused user 'operator' with this API key" in out

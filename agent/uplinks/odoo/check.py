@@ -1,0 +1,162 @@
+"""`floorlink odoo check`: log in as the agent would, and resolve everything the
+mapping refers to, so a commissioning engineer sees what is missing in Odoo before
+the first event is dead-lettered. It only reads."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+
+from ...settings.models import Config
+from ...settings.odoo import ODOO_EVENT_TYPES, OdooUplink
+from .lookups import Found, Lookups
+from .rpc import OdooClient, OdooError, OdooRefused, connect, http_client
+
+EX_OK, EX_MISSING, EX_UNAVAILABLE = 0, 1, 69
+
+
+@dataclass(frozen=True)
+class Finding:
+    ok: bool
+    text: str
+
+    def render(self) -> str:
+        return f"  {'ok     ' if self.ok else 'MISSING'} {self.text}"
+
+
+# (model, operation, what needs it), by event type.
+RIGHTS: dict[str, list[tuple[str, str]]] = {
+    "downtime": [("mrp.workcenter", "read"), ("mrp.workcenter.productivity", "create"),
+                 ("mrp.workcenter.productivity", "write")],
+    "production": [("mrp.production", "read"), ("mrp.production", "write")],
+    "quality": [("stock.lot", "read"), ("mail.activity", "create"), ("ir.model.data", "read")],
+    "maintenance": [("maintenance.equipment", "read"), ("maintenance.request", "create"),
+                    ("maintenance.request", "write")],
+}
+
+
+def _wants(settings: OdooUplink, family: str) -> bool:
+    kinds = [k for k in ODOO_EVENT_TYPES if k.startswith(family)]
+    return any(fnmatch.fnmatchcase(k, p) for k in kinds for p in settings.events)
+
+
+async def check(config: Config, only: str | None = None) -> int:
+    uplinks = [u for u in config.uplinks if isinstance(u, OdooUplink)
+               and (only is None or u.id == only)]
+    if not uplinks:
+        print("no Odoo uplink in the configuration" + (f" with id '{only}'" if only else ""))
+        return EX_MISSING
+    worst = EX_OK
+    for settings in uplinks:
+        worst = max(worst, await _check_one(config, settings))
+    return worst
+
+
+async def _check_one(config: Config, settings: OdooUplink) -> int:
+    print(f"Odoo uplink '{settings.id}': {settings.url}, database '{settings.database}'")
+    async with http_client(settings) as http:
+        try:
+            client = await connect(settings, http)
+        except OdooError as exc:
+            print(Finding(False, f"login: {exc}").render())
+            return EX_UNAVAILABLE
+        version = f", Odoo {client.server_version}" if client.server_version else ""
+        print(Finding(True, f"logged in as '{settings.username}' (uid {client.uid}) over "
+                            f"{client.protocol}{version}").render())
+        findings = [f async for f in _findings(config, settings, client)]
+    for finding in findings:
+        print(finding.render())
+    missing = sum(not f.ok for f in findings)
+    print(f"  {missing} missing" if missing else "  everything the mapping needs is there")
+    return EX_MISSING if missing else EX_OK
+
+
+async def _findings(config: Config, settings: OdooUplink,
+                    client: OdooClient) -> AsyncIterator[Finding]:
+    lookups = Lookups(client, settings.database)
+    for family, rights in RIGHTS.items():
+        if not _wants(settings, family):
+            continue
+        for model, operation in rights:
+            yield await _right(client, model, operation, family)
+    for asset in config.assets:
+        mapping = settings.assets.get(asset.id)
+        if _wants(settings, "downtime") or settings.quality.mode == "quality_alert":
+            name = (mapping.workcenter if mapping else None) or asset.erp.odoo_workcenter
+            if name is None:
+                yield Finding(False, f"asset '{asset.id}' has no work center: set "
+                                     "erp.odoo_workcenter")
+            else:
+                yield await _found(lookups.workcenter(name, asset.id),
+                                   f"work center '{name}' for asset '{asset.id}'")
+        if _wants(settings, "maintenance"):
+            name = (mapping.equipment if mapping else None) or asset.erp.equipment
+            if name is None:
+                yield Finding(False, f"asset '{asset.id}' has no equipment: set erp.equipment "
+                                     "(needed for maintenance requests)")
+            else:
+                yield await _found(lookups.equipment(name, asset.id),
+                                   f"equipment '{name}' for asset '{asset.id}'")
+    if _wants(settings, "downtime"):
+        losses = {settings.downtime.default_loss, *settings.downtime.reasons.values()}
+        for mapping in settings.assets.values():
+            if mapping.downtime:
+                losses |= {mapping.downtime.default_loss, *mapping.downtime.reasons.values()}
+        for xmlid in sorted(losses):
+            yield await _external_id(lookups, xmlid, "loss reason",
+                                     "mrp.workcenter.productivity.loss")
+    if _wants(settings, "quality"):
+        quality = settings.quality
+        if quality.mode == "activity":
+            yield await _external_id(lookups, quality.activity_type, "activity type",
+                                     "mail.activity.type")
+            yield await _external_id(lookups, "stock.model_stock_lot", "lot model", "ir.model")
+        else:
+            assert quality.alert_done_stage is not None
+            yield await _external_id(lookups, quality.alert_done_stage,
+                                     "quality alert done stage (experimental)",
+                                     "quality.alert.stage")
+        if quality.assignee:
+            yield await _found(lookups.user(quality.assignee),
+                               f"hold assignee '{quality.assignee}'")
+    if _wants(settings, "maintenance") and settings.maintenance.team:
+        yield await _found(lookups.team(settings.maintenance.team),
+                           f"maintenance team '{settings.maintenance.team}'")
+
+
+async def _found(lookup: Awaitable[Found], what: str) -> Finding:
+    try:
+        record = await lookup
+    except OdooRefused as exc:
+        return Finding(False, str(exc))
+    return Finding(True, f"{what} (id {record.id})")
+
+
+async def _external_id(lookups: Lookups, xmlid: str, what: str, model: str) -> Finding:
+    try:
+        found = await lookups.external_id(xmlid)
+    except OdooRefused as exc:
+        return Finding(False, f"{what} {xmlid}: {exc}")
+    if found is None or found[0] != model:
+        return Finding(False, f"{what} {xmlid}: no {model} record has this external id; "
+                              "check the module is installed and the id is spelled right")
+    return Finding(True, f"{what} {xmlid} (id {found[1]})")
+
+
+async def _right(client: OdooClient, model: str, operation: str, family: str) -> Finding:
+    try:
+        try:
+            allowed = await client.call(model, "has_access", operation=operation)
+        except OdooRefused as exc:
+            if "AttributeError" not in str(exc) and "does not exist" not in str(exc):
+                raise
+            # Odoo 17 has no has_access yet; check_access_rights answers the same.
+            allowed = await client.call(model, "check_access_rights", operation=operation,
+                                        raise_exception=False)
+    except OdooRefused as exc:
+        return Finding(False, f"right to {operation} {model} (for {family}): {exc}")
+    if allowed:
+        return Finding(True, f"right to {operation} {model}")
+    return Finding(False, f"right to {operation} {model}, needed for {family} events: give the "
+                          "API user the group docs/odoo.md names for it")

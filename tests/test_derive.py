@@ -123,6 +123,19 @@ def test_work_order_change_closes_the_old_order() -> None:
     assert (data["work_order"], data["good"], data["good_total"]) == ("WO-2", 3, 3)
 
 
+def test_a_work_order_change_confirms_the_old_order_even_with_nothing_new() -> None:
+    """The ERP may close the order on this confirmation, so it comes even when the last
+    interval already confirmed everything; an order that made nothing gets none."""
+    run = Run()
+    run.feed(0, wo="WO-1", good=0)
+    run.feed(10, good=7)
+    run.tick(60)
+    closing = run.feed(70, wo="WO-2")
+    assert [(e.data["work_order"], e.data["good"], e.data["good_total"], e.data["trigger"])
+            for e in closing] == [("WO-1", 0, 7, "work_order_change")]
+    assert run.feed(80, wo="WO-3") == []  # WO-2 made nothing
+
+
 def test_rollover_is_exact_and_reset_after_a_gap_is_estimated() -> None:
     run = Run()
     run.feed(0, good=65530)

@@ -258,7 +258,10 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
     good, scrap = st.pending["good"], st.pending["scrap"]
     summarise = spec.micro_stops == "summarize"
     # An estimated quantity is sent even when it is zero: "we could not see" must reach the ERP.
-    if good or scrap or st.pending_estimated or (summarise and st.micro_stops):
+    # So is the last word on a work order that made anything: the ERP may close the order
+    # on it, even when nothing was made since the previous confirmation.
+    closing = trigger == "work_order_change" and any(st.totals.values())
+    if good or scrap or st.pending_estimated or (summarise and st.micro_stops) or closing:
         st.totals["good"] += good
         st.totals["scrap"] += scrap
         data: dict[str, Any] = {

@@ -27,9 +27,9 @@ def _odoo_events(patterns: list[str]) -> list[str]:
         if not matched:
             raise ValueError(f"'{pattern}' matches no event type; the Odoo uplink maps: "
                              + ", ".join(ODOO_EVENT_TYPES))
-        unmapped = [kind for kind in matched if kind not in ODOO_EVENT_TYPES]
-        if unmapped and pattern != "*":
-            raise ValueError(f"'{pattern}' selects {', '.join(unmapped)}, which has no Odoo "
+        if not any(kind in ODOO_EVENT_TYPES for kind in matched):
+            # 'downtime.*' is fine (micro-stops are passed over); 'telemetry' alone is a mistake.
+            raise ValueError(f"'{pattern}' selects {', '.join(matched)}, which has no Odoo "
                              "record; the Odoo uplink maps: " + ", ".join(ODOO_EVENT_TYPES))
     return patterns
 

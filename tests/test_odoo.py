@@ -558,6 +558,25 @@ async def test_experimental_quality_alert_mode(tmp_path: Path) -> None:
     assert alert["stage_id"] == server.xmlids["quality.quality_alert_stage_4"][1]
 
 
+@pytest.mark.parametrize("version", [18, 19])
+async def test_a_wrong_database_pauses_rather_than_refusing_events(
+        tmp_path: Path, version: int) -> None:
+    server = await _fake(version)
+    try:
+        rig, outbox = await running(tmp_path, yaml(server, tmp_path).replace(
+            "database: plant", "database: nosuch"))
+        try:
+            await outbox.commit([ended("0193fc00000000000000000000000001")], {})
+            await until(lambda: rig.uplinks[0].health.alarm is not None, 10)
+            assert await outbox.dead_letters("erp") == []
+            assert await backlog(outbox, "erp") == 1
+        finally:
+            await rig.stop()
+    finally:
+        await server.stop()
+    assert "nosuch" in (rig.uplinks[0].health.alarm or "")
+
+
 # ---------------------------------------------------------------- configuration
 
 

@@ -238,7 +238,14 @@ class OdooConnector:
     async def _ready(self) -> OdooClient:
         if self._client is None:
             assert self._http is not None
-            self._client = client = await connect(self.settings, self._http)
+            try:
+                self._client = client = await connect(self.settings, self._http)
+            except OdooRefused as exc:
+                # Until floorlink is logged in, no event can be judged: pause, do not refuse.
+                raise OdooCredentials(
+                    f"cannot log in to Odoo at {self.settings.url}, database "
+                    f"'{self.settings.database}' (check url and database): {exc}",
+                    exc.answer) from exc
             self._lookups = Lookups(client, self.settings.database)
             self._orders = Orders(client, self.settings.database)
             self.health.details = {"protocol": client.protocol, "uid": client.uid,

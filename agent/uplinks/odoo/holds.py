@@ -46,8 +46,11 @@ class ReleasedHolds:
         return db
 
     def _load(self) -> set[str]:
-        with self._connect() as db:
+        db = self._connect()
+        try:
             return {str(row[0]) for row in db.execute("SELECT hold_id FROM released_holds")}
+        finally:
+            db.close()
 
     def _insert(self, hold_id: str) -> None:
         db = self._connect()

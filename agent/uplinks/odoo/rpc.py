@@ -179,8 +179,12 @@ class JsonRpcClient(OdooClient):
             raise OdooCredentials(f"no JSON-RPC endpoint at {self.base}/jsonrpc (HTTP 404); "
                                   "check url, or set protocol: json2 for Odoo 19 and later")
         if response.status_code != 200:
-            raise OdooRefused(f"{where}: HTTP {response.status_code}",
-                              f"HTTP {response.status_code}: {response.text[:EXCERPT]}")
+            # Odoo answers JSON-RPC with 200 even for faults: this comes from something in
+            # front of it (a proxy's authentication, a firewall). Nothing gets through it.
+            raise OdooCredentials(
+                f"{self.base}/jsonrpc answered HTTP {response.status_code}, which Odoo itself "
+                "never does; check the proxy or firewall in front of Odoo",
+                f"HTTP {response.status_code}: {response.text[:EXCERPT]}")
         try:
             answer = response.json()
         except ValueError as exc:
@@ -218,8 +222,10 @@ class Json2Client(OdooClient):
             return response.json() if response.content else None
         fault = _fault_of(response)
         if fault is None:
-            raise OdooRefused(f"{where}: HTTP {response.status_code}",
-                              f"HTTP {response.status_code}: {response.text[:EXCERPT]}")
+            raise OdooCredentials(
+                f"{where} answered HTTP {response.status_code} without Odoo's error body; "
+                "check url and the proxy or firewall in front of Odoo",
+                f"HTTP {response.status_code}: {response.text[:EXCERPT]}")
         if response.status_code == 401:
             raise OdooCredentials(
                 f"Odoo at {self.base} refused the API key for database '{s.database}' "

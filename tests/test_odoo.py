@@ -619,7 +619,7 @@ async def test_odoo_check_lists_what_is_missing_and_what_rights_lack(
     assert "ok      work center 'PRESS1' for asset 'press-1'" in out
     assert "MISSING work center 'PRESS9' not found in database 'plant' (asset 'press-9')" in out
     assert "MISSING equipment 'Press 1' not found" in out
-    assert "MISSING asset 'press-9' has no equipment" in out
+    assert "MISSING asset 'press-9' has no equipment: set erp.equipment" in out
     assert "MISSING loss reason mrp.no_such_reason" in out
     assert "ok      loss reason mrp.block_reason1" in out
     assert "ok      right to create mrp.workcenter.productivity" in out

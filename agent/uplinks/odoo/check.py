@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ...settings.models import Config
 from ...settings.odoo import ODOO_EVENT_TYPES, OdooUplink
+from .connector import mapped_name
 from .lookups import Found, Lookups
 from .rpc import OdooClient, OdooError, OdooRefused, connect, http_client
 
@@ -81,23 +82,19 @@ async def _findings(config: Config, settings: OdooUplink,
         for model, operation in rights:
             yield await _right(client, model, operation, family)
     for asset in config.assets:
-        mapping = settings.assets.get(asset.id)
-        if _wants(settings, "downtime") or settings.quality.mode == "quality_alert":
-            name = (mapping.workcenter if mapping else None) or asset.erp.odoo_workcenter
+        wanted = [("workcenter", _wants(settings, "downtime")
+                   or settings.quality.mode == "quality_alert", "erp.odoo_workcenter"),
+                  ("equipment", _wants(settings, "maintenance"), "erp.equipment")]
+        for what, needed, field in wanted:
+            if not needed:
+                continue
+            name = mapped_name(settings, asset.id, asset, what)
             if name is None:
-                yield Finding(False, f"asset '{asset.id}' has no work center: set "
-                                     "erp.odoo_workcenter")
-            else:
-                yield await _found(lookups.workcenter(name, asset.id),
-                                   f"work center '{name}' for asset '{asset.id}'")
-        if _wants(settings, "maintenance"):
-            name = (mapping.equipment if mapping else None) or asset.erp.equipment
-            if name is None:
-                yield Finding(False, f"asset '{asset.id}' has no equipment: set erp.equipment "
-                                     "(needed for maintenance requests)")
-            else:
-                yield await _found(lookups.equipment(name, asset.id),
-                                   f"equipment '{name}' for asset '{asset.id}'")
+                yield Finding(False, f"asset '{asset.id}' has no {what}: set {field}")
+                continue
+            lookup = (lookups.workcenter if what == "workcenter" else lookups.equipment)
+            label = "work center" if what == "workcenter" else "equipment"
+            yield await _found(lookup(name, asset.id), f"{label} '{name}' for asset '{asset.id}'")
     if _wants(settings, "downtime"):
         losses = {settings.downtime.default_loss, *settings.downtime.reasons.values()}
         for mapping in settings.assets.values():

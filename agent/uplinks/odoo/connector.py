@@ -330,7 +330,7 @@ class OdooConnector:
             if kind == "downtime.started" and rules.mode == "closed":
                 return "downtime mode 'closed' writes the line when the downtime ends"
             workcenter = await self._lookups.workcenter(
-                self._workcenter_name(asset_id, asset), asset_id)
+                _required_name(self.settings, asset_id, asset, "workcenter"), asset_id)
             return records.downtime_line(
                 entry.event.id, data, workcenter=workcenter.id,
                 company=workcenter.many2one("company_id"), loss=_loss(rules, data),
@@ -345,7 +345,7 @@ class OdooConnector:
             return self._hold_release(entry)
         if kind == "maintenance.requested":
             equipment = await self._lookups.equipment(
-                self._equipment_name(asset_id, asset), asset_id)
+                _required_name(self.settings, asset_id, asset, "equipment"), asset_id)
             team = equipment.many2one("maintenance_team_id")
             if self.settings.maintenance.team:
                 team = (await self._lookups.team(self.settings.maintenance.team)).id
@@ -353,24 +353,6 @@ class OdooConnector:
                 entry.event.id, asset_id, data, entry.time, equipment=equipment.id, team=team,
                 priority=self.settings.maintenance.priority)
         return f"{kind} has no Odoo record"
-
-    def _workcenter_name(self, asset_id: str, asset: Asset | None) -> str:
-        mapping = self.settings.assets.get(asset_id)
-        name = (mapping.workcenter if mapping and mapping.workcenter else None) or (
-            asset.erp.odoo_workcenter if asset else None)
-        if not name:
-            raise OdooRefused(f"asset '{asset_id}' has no Odoo work center: set its "
-                              "erp.odoo_workcenter (the work center's code or name)")
-        return name
-
-    def _equipment_name(self, asset_id: str, asset: Asset | None) -> str:
-        mapping = self.settings.assets.get(asset_id)
-        name = (mapping.equipment if mapping and mapping.equipment else None) or (
-            asset.erp.equipment if asset else None)
-        if not name:
-            raise OdooRefused(f"asset '{asset_id}' has no Odoo equipment: set its "
-                              "erp.equipment (the equipment's name or serial number)")
-        return name
 
     def _production_step(self, entry: Pending, asset_id: str, rules: ProductionMapping) -> Plan:
         data = entry.data
@@ -436,6 +418,28 @@ class OdooConnector:
             return outcome
 
         return release
+
+
+ERP_FIELDS = {"workcenter": ("odoo_workcenter", "work center", "code or name"),
+              "equipment": ("equipment", "equipment", "name or serial number")}
+
+
+def mapped_name(settings: OdooUplink, asset_id: str, asset: Asset | None,
+                what: str) -> str | None:
+    """The asset's Odoo work center or equipment: the uplink's override, else `erp`."""
+    mapping = settings.assets.get(asset_id)
+    override = getattr(mapping, what) if mapping else None
+    erp = getattr(asset.erp, ERP_FIELDS[what][0]) if asset else None
+    return str(override or erp) if (override or erp) else None
+
+
+def _required_name(settings: OdooUplink, asset_id: str, asset: Asset | None, what: str) -> str:
+    name = mapped_name(settings, asset_id, asset, what)
+    if not name:
+        field, label, kind = ERP_FIELDS[what]
+        raise OdooRefused(f"asset '{asset_id}' has no Odoo {label}: set its erp.{field} "
+                          f"(the {label}'s {kind})")
+    return name
 
 
 def _loss(rules: DowntimeMapping, data: dict[str, Any]) -> str:

@@ -28,6 +28,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -450,8 +451,6 @@ def _loss(rules: DowntimeMapping, data: dict[str, Any]) -> str:
 
 
 def _epoch(text: Any) -> float:
-    from datetime import datetime
-
     try:
         return datetime.fromisoformat(str(text)).timestamp()
     except ValueError:

@@ -37,23 +37,20 @@ class ReleasedHolds:
             await asyncio.to_thread(self._insert, hold_id)
             self._known.add(hold_id)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _load(self) -> set[str]:
+        """Create the file on first use (once, at start) and read what it knows."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS released_holds "
-                   "(hold_id TEXT PRIMARY KEY, released_at REAL NOT NULL)")
-        return db
-
-    def _load(self) -> set[str]:
-        db = self._connect()
         try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS released_holds "
+                       "(hold_id TEXT PRIMARY KEY, released_at REAL NOT NULL)")
             return {str(row[0]) for row in db.execute("SELECT hold_id FROM released_holds")}
         finally:
             db.close()
 
     def _insert(self, hold_id: str) -> None:
-        db = self._connect()
+        db = sqlite3.connect(self.path)
         try:
             with db:
                 db.execute("INSERT OR IGNORE INTO released_holds VALUES (?, ?)",

@@ -9,9 +9,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from buffer import Limits, Outbox, enforce
 from drivers.base import Sample
@@ -19,12 +19,19 @@ from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .control.server import AgentLock, ControlServer
 from .derive import DeriveContext, compile_assets, compile_devices
-from .errors import BufferError
+from .errors import BufferError, ConfigError, ConfigIssue
 from .events import Event
 from .pipeline import Pipeline
-from .settings.models import Config, HttpsUplink, MqttUplink
+from .redact import register as register_secrets
+from .reload import plan
+from .settings import load_config
+from .settings.models import Config, Device, HttpsUplink, MqttUplink
 from .settings.odoo import OdooUplink
-from .status import StatusBoard, StatusServer
+from .status.auth import load_credentials
+from .status.board import StatusBoard
+from .status.metrics import AgentMetrics
+from .status.server import StatusServer
+from .systemd import notify, watchdog_interval
 from .uplinks.base import Uplink
 from .uplinks.forwarder import Forwarder
 from .uplinks.https import HttpsPoster
@@ -34,27 +41,44 @@ from .uplinks.odoo.connector import OdooConnector
 log = logging.getLogger("floorlink")
 
 SAMPLE_QUEUE_SIZE = 1000
-STOP_COMMIT_TIMEOUT = 5.0
-STOP_DRAIN_TIMEOUT = 5.0  # well inside systemd's TimeoutStopSec=30
+# SIGTERM to exit stays under 10 s: confirm, drain, then close the uplinks.
+STOP_COMMIT_TIMEOUT = 3.0
+STOP_DRAIN_TIMEOUT = 4.0
 MAINTENANCE_INTERVAL = 1.0
 FORWARDER_WINDOWS = 4
 
 
 class Agent:
-    def __init__(self, config: Config, on_event: Callable[[Event], None] | None = None) -> None:
+    def __init__(self, config: Config, on_event: Callable[[Event], None] | None = None,
+                 config_path: Path | None = None) -> None:
         self.config = config
+        register_secrets(config)
+        self.config_path = config_path  # what SIGHUP reads again
         self.on_event = on_event
-        self.board = StatusBoard(site=config.site, agent=config.agent.id)
+        self.board = StatusBoard(site=config.site, agent=config.agent.id,
+                                 config_path=str(config_path) if config_path else None,
+                                 config_loaded_at=time.time())
+        self.metrics = AgentMetrics(self.board)
         self.ready = asyncio.Event()
         self.outbox: Outbox | None = None
         self.uplinks: list[Uplink] = []
         self.forwarders: list[Forwarder] = []
         self.pipeline: Pipeline | None = None
         self._stop_requested = asyncio.Event()
+        self._reload_requested = asyncio.Event()
+        self._group: asyncio.TaskGroup | None = None
+        self._device_tasks: dict[str, asyncio.Task[None]] = {}
+        self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
+        self._sample_queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
+        self._make_driver = DriverFactory()
 
     def request_stop(self) -> None:
         """Stop gracefully: confirm production, deliver what can be delivered, then exit."""
         self._stop_requested.set()
+
+    def request_reload(self) -> None:
+        """Read the configuration file again (SIGHUP) and apply what changed."""
+        self._reload_requested.set()
 
     async def run(self) -> None:
         config = self.config
@@ -77,44 +101,44 @@ class Agent:
             config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous,
             Limits(int(limits.size), int(limits.hard_size), limits.telemetry_age))
         _report_opening(outbox)
+        self.board.buffer_open = True
         status: StatusServer | None = None
         control: ControlServer | None = None
         try:
             saved = await outbox.load_states()
-            queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
             ctx = DeriveContext(site=config.site, agent=config.agent.id, epoch=outbox.epoch)
             self.pipeline = pipeline = Pipeline(
-                compile_assets(config), saved, outbox, ctx, queue,
+                compile_assets(config), saved, outbox, ctx, self._sample_queue,
                 commit_interval=config.buffer.commit_interval, on_event=self.on_event,
                 device_specs=compile_devices(config))
             self.board.assets = pipeline.states
+            self.board.events_by_type = pipeline.events_by_type
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
-            self.forwarders = [Forwarder(u, outbox, _window(s), s.max_rate, s.events)
+            self.forwarders = [self._make_forwarder(u, s)
                                for u, s in zip(self.uplinks, config.uplinks, strict=True)]
             self.board.uplinks = [u.health for u in self.uplinks]
             if config.status.enabled:
-                status = StatusServer(self.board, config.status.bind, config.status.port)
+                status = StatusServer(self.board, config.status.bind, config.status.port,
+                                      self.metrics, _status_users(config))
                 await status.start()
             control = await _start_control(outbox)
             async with asyncio.TaskGroup() as group:
-                producers = []  # devices and the writer stop first, the forwarders last
-                make_driver = DriverFactory()
-                for device in config.devices:
-                    health = DeviceHealth(device.id, device.protocol)
-                    self.board.devices.append(health)
-                    producers.append(group.create_task(
-                        run_device(make_driver(device), queue.put, health),
-                        name=f"device {device.id}"))
-                producers.append(group.create_task(pipeline.run(), name="pipeline"))
-                others = []
-                for uplink, forwarder in zip(self.uplinks, self.forwarders, strict=True):
+                self._group = group
+                for device in config.devices:  # devices and the writer stop first
+                    self._start_device(device)
+                core = [group.create_task(pipeline.run(), name="pipeline")]
+                for uplink in self.uplinks:
                     await uplink.start()
-                    others.append(group.create_task(forwarder.run(),
-                                                    name=f"forwarder {uplink.id}"))
-                others.append(group.create_task(self._maintain(pipeline), name="maintenance"))
+                    self._start_forwarder(uplink.id)
+                self.board.uplinks_started = True
+                others = [group.create_task(self._maintain(pipeline), name="maintenance"),
+                          group.create_task(self._reload_on_request(), name="reload")]
+                core.append(others[0])
+                others.append(group.create_task(self._feed_watchdog(pipeline, core),
+                                                name="watchdog"))
                 self.board.alive = True
                 self.ready.set()
-                notify_systemd("READY=1")
+                notify("READY=1")
                 log.info("floorlink %s running: %d devices, %d assets, %d uplinks, status %s",
                          config.agent.id, len(config.devices), len(config.assets),
                          len(config.uplinks),
@@ -123,20 +147,121 @@ class Agent:
                 await self._stop_requested.wait()
                 log.info("stopping: confirming production and delivering what is pending")
                 self.board.alive = False
-                notify_systemd("STOPPING=1")
+                notify("STOPPING=1")
+                others[1].cancel()  # no reload half-way through a stop
+                producers = [*self._device_tasks.values(), core[0]]
                 for task in producers:
                     task.cancel()
                 await asyncio.wait(producers)
                 await self._final_confirmation()
                 await self._drain()
-                for task in others:
+                for task in [*self._forwarder_tasks.values(), *others]:
                     task.cancel()
         finally:
             self.board.alive = False
-            notify_systemd("STOPPING=1")
+            notify("STOPPING=1")
             if control is not None:
                 await control.close()
             await self._shutdown(status)
+
+    def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
+        return Forwarder(uplink, self._outbox(), _window(settings), settings.max_rate,
+                         settings.events, self.metrics.latency_observer(uplink.id))
+
+    def _outbox(self) -> Outbox:
+        assert self.outbox is not None
+        return self.outbox
+
+    def _start_device(self, device: Device) -> None:
+        assert self._group is not None
+        health = DeviceHealth(device.id, device.protocol)
+        self.board.devices = [d for d in self.board.devices if d.device != device.id] + [health]
+        self._device_tasks[device.id] = self._group.create_task(
+            run_device(self._make_driver(device), self._sample_queue.put, health),
+            name=f"device {device.id}")
+
+    def _start_forwarder(self, uplink_id: str) -> None:
+        assert self._group is not None
+        index = [u.id for u in self.uplinks].index(uplink_id)
+        self._forwarder_tasks[uplink_id] = self._group.create_task(
+            self.forwarders[index].run(), name=f"forwarder {uplink_id}")
+
+    async def _reload_on_request(self) -> None:
+        while True:
+            await self._reload_requested.wait()
+            self._reload_requested.clear()
+            await self.reload()
+
+    async def reload(self) -> None:
+        """Apply the configuration file as it is now. A file that does not load leaves the
+        running configuration alone; the status page shows why."""
+        if self.config_path is None:
+            log.warning("reload asked for, but this agent was not started from a file")
+            return
+        try:
+            loaded = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            self.board.config_error = f"reload refused, still running the previous config: {exc}"
+            log.error("configuration reload refused; the previous configuration keeps "
+                      "running: %s", exc)
+            return
+        steps, applied = plan(self.config, loaded)
+        self.board.config_error = None
+        self.board.restart_needed = steps.restart_needed
+        if steps.restart_needed:
+            log.warning("configuration reloaded; these changes wait for a restart "
+                        "(systemctl restart floorlink): %s", ", ".join(steps.restart_needed))
+        log.info("configuration reloaded: %s", steps.describe())
+        for device_id in steps.devices_stop:
+            task = self._device_tasks.pop(device_id)
+            task.cancel()
+            await asyncio.wait([task])
+        for device in applied.devices:
+            if device.id in steps.devices_start:
+                self._start_device(device)
+        for uplink_id in steps.uplinks_restart:
+            await self._restart_uplink(uplink_id, applied)
+        self.config = applied
+        self.board.config_loaded_at = time.time()
+
+    async def _restart_uplink(self, uplink_id: str, config: Config) -> None:
+        """Unacknowledged events stay behind the old forwarder's cursor: the new one
+        sends them again (at least once, and the event id lets the receiver tell)."""
+        index = [u.id for u in self.uplinks].index(uplink_id)
+        task = self._forwarder_tasks.pop(uplink_id)
+        task.cancel()
+        await asyncio.wait([task])
+        with contextlib.suppress(BufferError):
+            await self.forwarders[index].flush()
+        await self.uplinks[index].close()
+        settings = next(u for u in config.uplinks if u.id == uplink_id)
+        uplink = _make_uplink(settings, config)
+        self.uplinks[index] = uplink
+        self.forwarders[index] = self._make_forwarder(uplink, settings)
+        self.board.uplinks = [u.health for u in self.uplinks]
+        await uplink.start()
+        self._start_forwarder(uplink_id)
+
+    async def _feed_watchdog(self, pipeline: Pipeline, core: list[asyncio.Task[None]]) -> None:
+        """WATCHDOG=1 every half WatchdogSec, but only while the derivation loop goes round
+        and the core tasks live: a wedged agent is restarted by systemd, not left mute."""
+        interval = watchdog_interval()
+        if interval is None:
+            return
+        stalled = False
+        while True:
+            stale = time.monotonic() - pipeline.heartbeat
+            alive = not any(task.done() for task in core)
+            if alive and stale < max(2 * interval, 2.0):
+                notify("WATCHDOG=1")
+                if stalled:
+                    log.info("derivation loop going round again; watchdog fed")
+                stalled = False
+            elif not stalled:
+                log.error("derivation loop has not gone round for %.1f s; no longer feeding "
+                          "the systemd watchdog", stale)
+                stalled = True
+            await asyncio.sleep(interval)
 
     async def _maintain(self, pipeline: Pipeline) -> None:
         """Once a second, or at once when a write found no space: prune what every uplink
@@ -223,7 +348,21 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
     return control
 
 
-def _make_uplink(settings: MqttUplink | HttpsUplink | OdooUplink, config: Config) -> Uplink:
+UplinkSettings = MqttUplink | HttpsUplink | OdooUplink
+
+
+def _status_users(config: Config) -> dict[str, str] | None:
+    path = config.status.credentials_file
+    if path is None:
+        return None
+    try:
+        return load_credentials(path)
+    except ValueError as exc:  # checked when the config loaded; changed since
+        raise ConfigError([ConfigIssue(str(path), None, "status.credentials_file", None,
+                                       str(exc))]) from exc
+
+
+def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:
     if isinstance(settings, HttpsUplink):
         return HttpsPoster(settings, config)
     if isinstance(settings, OdooUplink):
@@ -231,7 +370,7 @@ def _make_uplink(settings: MqttUplink | HttpsUplink | OdooUplink, config: Config
     return MqttPublisher(settings, config)
 
 
-def _window(settings: MqttUplink | HttpsUplink | OdooUplink) -> int:
+def _window(settings: UplinkSettings) -> int:
     if isinstance(settings, OdooUplink):
         return settings.max_inflight
     if isinstance(settings, HttpsUplink):
@@ -241,20 +380,3 @@ def _window(settings: MqttUplink | HttpsUplink | OdooUplink) -> int:
     # windows' worth queued lets its thread send the next one the moment an ack frees
     # a slot, without a round trip through the event loop (measured: ~+20% drain rate).
     return settings.max_inflight * FORWARDER_WINDOWS
-
-
-def notify_systemd(message: str) -> None:
-    """sd_notify without a dependency: one datagram to $NOTIFY_SOCKET, if systemd gave one."""
-    address = os.environ.get("NOTIFY_SOCKET")
-    if not address:
-        return
-    if address.startswith("@"):
-        address = "\0" + address[1:]
-    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-        try:
-            sock.connect(address)
-            sock.sendall(message.encode())
-        except OSError as exc:
-            log.warning("cannot notify systemd: %s", exc)
-
-

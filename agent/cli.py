@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
                                   "/etc/floorlink/config.yaml)")
         sub.add_argument("--log-level", default="info",
                          choices=["debug", "info", "warning", "error"])
+        sub.add_argument("--log-format", default="auto", choices=["auto", "json", "text"],
+                         help="json: one object per line on stdout, for journald (the default "
+                              "under systemd); text: for a terminal")
         sub.set_defaults(handler=handler)
         return sub
 
@@ -127,20 +130,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
-    # Protocol libraries log every frame or reconnect attempt; our runners log transitions.
-    # Our runners log each transition once (down, recovered) with the cause.
-    for noisy in ("pymodbus", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+def _setup_logging(level: str, log_format: str = "auto") -> None:
+    from .logs import setup
+
+    setup(level, log_format)
 
 
 def _load(path: Path) -> Any:
+    from .redact import register
     from .settings import load_config
 
-    return load_config(path)
+    config = load_config(path)
+    register(config)
+    return config
 
 
 def _check_config(args: argparse.Namespace) -> int:
@@ -294,7 +296,7 @@ def _schema(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    _setup_logging(args.log_level)
+    _setup_logging(args.log_level, args.log_format)
     try:
         config = _load(args.config)
     except ConfigError as exc:
@@ -302,12 +304,13 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     from .app import Agent
 
-    agent = Agent(config)
-    return _serve(agent.run(), graceful=agent.request_stop)
+    agent = Agent(config, config_path=args.config)
+    return _serve(agent.run(), graceful=agent.request_stop, reload=agent.request_reload)
 
 
 def _serve(main_coroutine: Coroutine[Any, Any, None],
-           graceful: Callable[[], None] | None = None) -> int:
+           graceful: Callable[[], None] | None = None,
+           reload: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT. The first signal asks for a graceful stop where there is
     one; a second one (or the only one, without) cancels everything and unwinds."""
 
@@ -326,6 +329,8 @@ def _serve(main_coroutine: Coroutine[Any, Any, None],
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload)
         try:
             await task
         except asyncio.CancelledError:

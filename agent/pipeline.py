@@ -66,6 +66,10 @@ class Pipeline:
         self.commits = 0
         self.events_committed = 0
         self.last_error: str | None = None
+        self.events_by_type: dict[str, int] = {}
+        # When the loop last went round (monotonic): the systemd watchdog is fed only
+        # while this stays fresh, so a wedged derivation gets the service restarted.
+        self.heartbeat = time.monotonic()
         self._routes: dict[str, list[AssetSpec]] = {}
         for spec in specs:
             for ref in {*spec.roles, *spec.telemetry}:
@@ -74,6 +78,7 @@ class Pipeline:
 
     async def run(self) -> None:
         while True:
+            self.heartbeat = time.monotonic()
             batches = await self._gather()
             await self.step(batches)
 
@@ -143,6 +148,9 @@ class Pipeline:
         def adopt() -> None:
             self.states, self.device_states = states, device_states
             self._committed_json.update(changed)
+            counts = self.events_by_type
+            for event in events:
+                counts[event.type] = counts.get(event.type, 0) + 1
             if self.on_event:
                 for event in events:
                     self.on_event(event)
@@ -169,6 +177,7 @@ class Pipeline:
                     log.error("cannot commit to the buffer: %s", exc)
                 self.last_error = str(exc)
                 await asyncio.sleep(backoff_delay(attempt, cap=10.0))
+                self.heartbeat = time.monotonic()  # waiting for the disk is not a hang
                 attempt += 1
 
     async def _commit_once(self, events: list[Event], states: dict[str, str],

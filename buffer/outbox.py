@@ -218,6 +218,10 @@ class Outbox:
         """Call `callback` after every commit that stored events, and on replay requests."""
         self._listeners.append(callback)
 
+    def unlisten(self, callback: Callable[[], None]) -> None:
+        if callback in self._listeners:
+            self._listeners.remove(callback)
+
     def _notify(self) -> None:
         for listener in self._listeners:
             listener()

@@ -7,6 +7,7 @@ the business. Assets refer to tags as "<device id>.<tag name>".
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from pathlib import Path
@@ -665,6 +666,35 @@ class StatusSettings(Strict):
     enabled: bool = True
     bind: str = Field(default="127.0.0.1", description="Loopback unless you mean otherwise.")
     port: Port = 8080
+    credentials_file: Path | None = Field(
+        default=None,
+        description="Required when `bind` is not a loopback address: a file of "
+                    "`user:password` lines (readable by the service alone, e.g. a systemd "
+                    "credential). Browsers log in with basic auth, or once with "
+                    "/?token=<password>, which sets a session cookie.")
+
+    @model_validator(mode="after")
+    def _outside_needs_credentials(self) -> StatusSettings:
+        if not self.enabled:
+            return self
+        if not _is_loopback(self.bind) and self.credentials_file is None:
+            raise ValueError(
+                f"status.bind is {self.bind}, reachable from the network: set "
+                "status.credentials_file to a file of `user:password` lines, or bind 127.0.0.1")
+        if self.credentials_file is not None:
+            from ..status.auth import load_credentials
+
+            load_credentials(self.credentials_file)  # its ValueError says what to fix
+        return self
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: whatever it resolves to may be reachable
 
 
 def _default_agent_id() -> str:

@@ -21,6 +21,7 @@ class UplinkHealth:
     delivered: int = 0
     dead_lettered: int = 0
     last_delivered_at: float | None = None
+    disconnects: int = 0  # times a working connection was lost
     skipped: int = 0  # events this uplink's `events` filter left out
     certificates: list[dict[str, object]] = field(default_factory=list)
     alarm: str | None = None  # set while the uplink cannot work until someone acts

@@ -35,8 +35,10 @@ CURSOR_FLUSH_INTERVAL = 0.2
 
 class Forwarder:
     def __init__(self, uplink: Uplink, outbox: Outbox, window: int, rate: float = 0,
-                 events: Sequence[str] = ("*",)) -> None:
+                 events: Sequence[str] = ("*",),
+                 on_latency: Callable[[float], None] | None = None) -> None:
         self.uplink = uplink
+        self.on_latency = on_latency  # seconds from submission to acknowledgement
         self.outbox = outbox
         self.window = window
         self._patterns = tuple(events)
@@ -61,6 +63,13 @@ class Forwarder:
         cursors = await self.outbox.cursors(self.uplink.id)
         self._read_to, self._acked_to, self._flushed = dict(cursors), dict(cursors), dict(cursors)
         self.outbox.listen(self._on_commit)
+        try:
+            await self._forward()
+        finally:
+            self.outbox.unlisten(self._on_commit)  # a reload may start a new forwarder
+
+    async def _forward(self) -> None:
+        loop = asyncio.get_running_loop()
         async with asyncio.TaskGroup() as group:
             group.create_task(self._flush_cursors_forever())
             while True:
@@ -95,7 +104,8 @@ class Forwarder:
                     self._in_flight[event.lane][event.position] = False
                     self._read_to[event.lane] = event.position
                     ack = self.uplink.submit(event)
-                    ack.add_done_callback(functools.partial(self._on_settled, group, event))
+                    ack.add_done_callback(functools.partial(self._on_settled, group, event,
+                                                            loop.time()))
                 await self._kick.wait()
 
     async def flush(self) -> None:
@@ -146,11 +156,13 @@ class Forwarder:
         self._replays_wanted = False
         return None
 
-    def _on_settled(self, group: asyncio.TaskGroup, event: StoredEvent,
+    def _on_settled(self, group: asyncio.TaskGroup, event: StoredEvent, submitted: float,
                     ack: asyncio.Future[None]) -> None:
         """The common case, an acknowledgement, is handled right here: no task per event.
         Refusals and transient failures take the slow path in a task of their own."""
         if not ack.cancelled() and ack.exception() is None:
+            if self.on_latency is not None:
+                self.on_latency(ack.get_loop().time() - submitted)
             self.uplink.health.delivered += 1
             self.uplink.health.last_delivered_at = time.time()
             self._mark_done(event)
@@ -164,7 +176,8 @@ class Forwarder:
     async def _deliver_replay(self, event: StoredEvent) -> None:
         try:
             if await self._until_settled(event, self.uplink.submit(event)):
-                log.info("uplink %s accepted replayed event %s", self.uplink.id, event.id)
+                log.info("uplink %s accepted replayed event %s", self.uplink.id, event.id,
+                         extra={"event_id": event.id, "uplink": self.uplink.id})
                 await self._until_written(functools.partial(
                     self.outbox.replay_delivered, self.uplink.id, event.id))
         finally:
@@ -183,7 +196,8 @@ class Forwarder:
                 return True
             except UplinkRejected as exc:
                 log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
-                          self.uplink.id, event.id, event.type, exc)
+                          self.uplink.id, event.id, event.type, exc,
+                          extra={"event_id": event.id, "uplink": self.uplink.id})
                 await self._until_written(functools.partial(
                     self.outbox.dead_letter, self.uplink.id, event, str(exc), exc.answer,
                     attempts))

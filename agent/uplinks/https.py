@@ -195,6 +195,7 @@ class HttpsPoster:
             self._down_logged = True
         if self.health.connected:
             self.health.connected, self.health.since = False, time.time()
+            self.health.disconnects += 1
 
     async def _post(self, events: list[StoredEvent]) -> Refusal | None:
         assert self._client is not None

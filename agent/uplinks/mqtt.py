@@ -234,6 +234,7 @@ class MqttPublisher:
         if self.health.connected and not self._closing:
             log.warning("MQTT broker %s lost (%s); buffering", self.health.target, reason)
             self.health.connected, self.health.since = False, time.time()
+            self.health.disconnects += 1
             self.health.last_error = f"disconnected: {reason}"
 
     def _on_acks(self) -> None:

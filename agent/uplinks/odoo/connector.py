@@ -140,7 +140,7 @@ class OdooConnector:
         plan = entry.plan
         if isinstance(plan, str):
             log.debug("uplink %s: event %s needs nothing in Odoo: %s", self.id, entry.event.id,
-                      plan)
+                      plan, extra={"event_id": entry.event.id, "uplink": self.id})
             entry.succeed()
             return
         assert plan is not None
@@ -151,7 +151,7 @@ class OdooConnector:
             entry.refuse(str(exc), exc.answer)
             return
         log.info("uplink %s: %s %s: %s", self.id, short_type(entry.event.type), entry.event.id,
-                 outcome)
+                 outcome, extra={"event_id": entry.event.id, "uplink": self.id})
         entry.succeed()
 
     async def _run_loads(self) -> None:
@@ -284,6 +284,7 @@ class OdooConnector:
         self.health.last_error = str(exc)
         if self.health.connected:
             self.health.connected, self.health.since = False, time.time()
+            self.health.disconnects += 1
         await asyncio.sleep(self.settings.recheck)
         if self._client is not None:
             self._client.uid = None  # log in again on the next call
@@ -295,6 +296,7 @@ class OdooConnector:
             self._trouble_logged = True
         if self.health.connected:
             self.health.connected, self.health.since = False, time.time()
+            self.health.disconnects += 1
 
     def _answered(self) -> None:
         if self.health.alarm is not None:

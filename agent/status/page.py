@@ -1,0 +1,210 @@
+"""The technician's page: one self-contained HTML document rendered from the snapshot.
+
+No scripts, fonts or stylesheets from elsewhere (the plant network has no
+internet); it reloads itself; it reads on a phone. What is wrong comes first.
+"""
+
+from __future__ import annotations
+
+import time
+from html import escape
+from typing import Any
+
+REFRESH_SECONDS = 5
+
+_STYLE = """
+:root{--ok:#1b7f3b;--bad:#b3261e;--warn:#9a6700;--mute:#5f6368;--line:#dadce0}
+*{box-sizing:border-box}
+body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
+ color:#202124;background:#f6f7f9}
+header{padding:12px 16px;color:#fff;background:var(--ok)}
+header.bad{background:var(--bad)} header.warn{background:var(--warn)}
+header h1{font-size:20px;margin:0} header p{margin:4px 0 0}
+main{padding:8px 12px;max-width:1100px;margin:auto}
+section{background:#fff;border:1px solid var(--line);border-radius:8px;margin:10px 0;
+ padding:8px 12px;overflow-x:auto}
+h2{font-size:16px;margin:4px 0 8px}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:5px 8px 5px 0;border-top:1px solid var(--line);
+ vertical-align:top}
+th{font-size:12px;color:var(--mute);font-weight:600;border-top:0}
+.ok{color:var(--ok);font-weight:600}.bad{color:var(--bad);font-weight:600}
+.warn{color:var(--warn);font-weight:600}.mute{color:var(--mute)}
+ul.alarms{margin:0;padding-left:18px} ul.alarms li{margin:4px 0}
+footer{color:var(--mute);font-size:12px;padding:8px 16px 24px;text-align:center}
+@media (max-width:640px){td,th{padding-right:6px;font-size:14px}
+ .wide{display:none}}
+"""
+
+
+def render(snapshot: dict[str, Any], now: float | None = None) -> str:
+    now = time.time() if now is None else now
+    agent = snapshot["agent"]
+    alarms = snapshot["alarms"]
+    critical = [a for a in alarms if a.get("severity") == "critical"]
+    down = [d for d in snapshot["devices"] if d["state"] != "up"]
+    offline = [u for u in snapshot["uplinks"] if not u["connected"]]
+    problems = len(alarms) + len(down) + len(offline)
+    tone = "bad" if critical or down or not agent["healthy"] else "warn" if problems else ""
+    if not agent["healthy"]:
+        headline = "Agent not running"
+    elif problems:
+        headline = f"{problems} problem{'s' if problems != 1 else ''}"
+    else:
+        headline = "All good"
+    parts = [
+        "<!doctype html><html lang=en><head><meta charset=utf-8>",
+        '<meta name=viewport content="width=device-width,initial-scale=1">',
+        f"<meta http-equiv=refresh content={REFRESH_SECONDS}>",
+        f"<title>floorlink {escape(agent['site'])}/{escape(agent['id'])}: {headline}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f'<header class="{tone}"><h1>{escape(headline)}</h1>',
+        f"<p>floorlink {escape(agent['version'])} · site {escape(agent['site'])} · agent "
+        f"{escape(agent['id'])} · up {_duration(agent['uptime_s'])}</p></header><main>",
+        _alarms(alarms),
+        _assets(snapshot["assets"], now),
+        _devices(snapshot["devices"]),
+        _uplinks(snapshot["uplinks"], now),
+        _buffer(snapshot["buffer"]),
+        _clock_and_certificates(snapshot["clock"], snapshot["certificates_expiring"]),
+        f"</main><footer>updated {escape(_clock(now))} · refreshes every {REFRESH_SECONDS} s"
+        " · <a href=/status>JSON</a> · <a href=/metrics>metrics</a></footer></body></html>",
+    ]
+    return "".join(parts)
+
+
+def _alarms(alarms: list[dict[str, Any]]) -> str:
+    if not alarms:
+        return '<section id=alarms><h2>Alarms</h2><p class=ok>No alarms</p></section>'
+    items = "".join(
+        f'<li><span class="{"bad" if a.get("severity") == "critical" else "warn"}">'
+        f'{escape(str(a["key"]))}</span>: {escape(str(a.get("message") or ""))}</li>'
+        for a in alarms)
+    return f'<section id=alarms><h2>Alarms</h2><ul class=alarms>{items}</ul></section>'
+
+
+def _assets(assets: dict[str, Any], now: float) -> str:
+    rows = []
+    for name, asset in assets.items():
+        downtime = asset["open_downtime"]
+        hold = asset["open_hold"]
+        rows.append(_row(
+            escape(name),
+            f'<span class="{"bad" if downtime else "ok"}">{escape(str(asset["state"] or "?"))}'
+            f"</span>",
+            (f'<span class=bad>{escape(str(downtime.get("reason") or "no reason yet"))}</span>'
+             f' for {_duration(now - downtime["started_at"])}') if downtime else "none",
+            (f'<span class=bad>lot {escape(str(hold.get("lot") or "?"))}</span>: '
+             f'{escape(str(hold.get("reason") or ""))}') if hold else "none",
+            escape(str(asset["work_order"] or "—"))))
+    return _table("assets", "Assets", ["Asset", "State", "Open downtime", "Open hold",
+                                       "Work order"], rows, "no assets configured")
+
+
+def _devices(devices: list[dict[str, Any]]) -> str:
+    rows = [_row(
+        escape(d["device"]), escape(d["protocol"]),
+        f'<span class="{"ok" if d["state"] == "up" else "bad"}">{escape(d["state"])}</span>',
+        _ago(d.get("last_sample_age_s")),
+        f'<span class="{"bad" if d["state"] != "up" else "mute"}">'
+        f'{escape(d["last_error"] or "—")}</span>') for d in devices]
+    return _table("devices", "Devices", ["Device", "Protocol", "Connection", "Last sample",
+                                         "Last error"], rows, "no devices configured")
+
+
+def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
+    rows = []
+    for u in uplinks:
+        state = ("paused" if u.get("alarm") else "connected" if u["connected"]
+                 else "disconnected")
+        age = u.get("oldest_pending_age_s")
+        rows.append(_row(
+            f'{escape(u["uplink"])}<br><span class=mute>{escape(u["type"])} '
+            f'{escape(u["target"])}</span>',
+            f'<span class="{"ok" if state == "connected" else "bad"}">{state}</span>',
+            f'{u.get("backlog", "?")}',
+            _duration(age) if age is not None else "—",
+            str(u.get("dead_letters_stored", u["dead_lettered"])),
+            f'<span class=mute>{escape(u["alarm"] or u["last_error"] or "—")}</span>'))
+    return _table("uplinks", "Uplinks", ["Uplink", "State", "Backlog", "Oldest waiting",
+                                         "Dead letters", "Last error"], rows,
+                  "no uplinks configured")
+
+
+def _buffer(buffer: dict[str, Any] | None) -> str:
+    if buffer is None:
+        return "<section id=buffer><h2>Buffer</h2><p class=mute>not open yet</p></section>"
+    limits = buffer.get("limits", {})
+    fill = buffer.get("fill")
+    fill_text = f"{fill * 100:.0f}% of the hard limit" if fill is not None else ""
+    tone = "bad" if fill is not None and fill >= 0.9 else "warn" if fill and fill >= 0.7 else ""
+    rows = [
+        _row("File", f'{escape(buffer["path"])}'),
+        _row("Size", f'{_bytes(buffer["file_bytes"])} on disk, {_bytes(buffer["used_bytes"])} '
+                     f'used, {buffer["events"]} events <span class="{tone}">{fill_text}</span>'),
+        _row("Limits", escape(", ".join(f"{k} {_bytes(v) if 'size' in k else v}"
+                                        for k, v in limits.items()) or "none")),
+    ]
+    return _table("buffer", "Buffer", ["", ""], rows, "")
+
+
+def _clock_and_certificates(clock: dict[str, Any], certificates: list[dict[str, Any]]) -> str:
+    synced = clock.get("synchronized")
+    state = ("unknown" if synced is None else '<span class=ok>synchronised</span>' if synced
+             else '<span class=bad>NOT synchronised</span>')
+    rows = [_row("System clock", f'{state} <span class=mute>({escape(str(clock["source"]))})'
+                                 f'</span>')]
+    for device, offset in clock.get("opcua_servers", {}).items():
+        text = "not measured yet" if offset is None else (
+            f'<span class="{"warn" if abs(offset) > 1 else "ok"}">{offset:+.3f} s</span>')
+        rows.append(_row(f"OPC UA {escape(device)}", f"server clock offset {text}"))
+    if certificates:
+        for cert in certificates:
+            rows.append(_row(
+                "Certificate", f'<span class=warn>{escape(str(cert["subject"]))} '
+                f'({escape(str(cert["uplink"]))}, {escape(str(cert["which"]))}) expires '
+                f'{escape(str(cert["not_after"]))}, in {cert["days_left"]} days</span>'))
+    else:
+        rows.append(_row("Certificates", "<span class=ok>none expire within 30 days</span>"))
+    return _table("clock", "Clock and certificates", ["", ""], rows, "")
+
+
+def _table(anchor: str, title: str, headings: list[str], rows: list[str], empty: str) -> str:
+    if not rows:
+        return f"<section id={anchor}><h2>{title}</h2><p class=mute>{empty}</p></section>"
+    head = "".join(f"<th>{h}</th>" for h in headings) if any(headings) else ""
+    return (f"<section id={anchor}><h2>{title}</h2><table>"
+            f"{'<tr>' + head + '</tr>' if head else ''}{''.join(rows)}</table></section>")
+
+
+def _row(*cells: str) -> str:
+    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+
+
+def _ago(age: float | None) -> str:
+    if age is None:
+        return '<span class=mute>never</span>'
+    return f"{_duration(age)} ago"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0.0, float(seconds))
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+    if seconds < 86400:
+        return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
+    return f"{seconds // 86400:.0f} d {seconds % 86400 // 3600:.0f} h"
+
+
+def _bytes(value: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(value) < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return str(value)
+
+
+def _clock(now: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(now))

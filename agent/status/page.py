@@ -18,7 +18,7 @@ _STYLE = """
 body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
  color:#202124;background:#f6f7f9}
 header{padding:12px 16px;color:#fff;background:var(--ok)}
-header.bad{background:var(--bad)} header.warn{background:var(--warn)}
+header.alarm{background:var(--bad)} header.attention{background:var(--warn)}
 header h1{font-size:20px;margin:0} header p{margin:4px 0 0}
 main{padding:8px 12px;max-width:1100px;margin:auto}
 section{background:#fff;border:1px solid var(--line);border-radius:8px;margin:10px 0;
@@ -45,7 +45,9 @@ def render(snapshot: dict[str, Any], now: float | None = None) -> str:
     down = [d for d in snapshot["devices"] if d["state"] != "up"]
     offline = [u for u in snapshot["uplinks"] if not u["connected"]]
     problems = len(alarms) + len(down) + len(offline)
-    tone = "bad" if critical or down or not agent["healthy"] else "warn" if problems else ""
+    # Not the .bad/.warn text colours: the header is coloured by its background.
+    tone = ("alarm" if critical or down or not agent["healthy"]
+            else "attention" if problems else "")
     if not agent["healthy"]:
         headline = "Agent not running"
     elif problems:
@@ -90,8 +92,8 @@ def _assets(assets: dict[str, Any], now: float) -> str:
         hold = asset["open_hold"]
         rows.append(_row(
             escape(name),
-            f'<span class="{"bad" if downtime else "ok"}">{escape(str(asset["state"] or "?"))}'
-            f"</span>",
+            f'<span class="{_STATE_TONES.get(str(asset["state"]), "warn")}">'
+            f'{escape(str(asset["state"] or "?"))}</span>',
             (f'<span class=bad>{escape(str(downtime.get("reason") or "no reason yet"))}</span>'
              f' for {_duration(now - downtime["started_at"])}') if downtime else "none",
             (f'<span class=bad>lot {escape(str(hold.get("lot") or "?"))}</span>: '
@@ -99,6 +101,9 @@ def _assets(assets: dict[str, Any], now: float) -> str:
             escape(str(asset["work_order"] or "—"))))
     return _table("assets", "Assets", ["Asset", "State", "Open downtime", "Open hold",
                                        "Work order"], rows, "no assets configured")
+
+
+_STATE_TONES = {"running": "ok", "down": "bad", "fault": "bad"}
 
 
 def _devices(devices: list[dict[str, Any]]) -> str:
@@ -142,10 +147,24 @@ def _buffer(buffer: dict[str, Any] | None) -> str:
         _row("File", f'{escape(buffer["path"])}'),
         _row("Size", f'{_bytes(buffer["file_bytes"])} on disk, {_bytes(buffer["used_bytes"])} '
                      f'used, {buffer["events"]} events <span class="{tone}">{fill_text}</span>'),
-        _row("Limits", escape(", ".join(f"{k} {_bytes(v) if 'size' in k else v}"
-                                        for k, v in limits.items()) or "none")),
+        _row("Limits", escape(", ".join(_limit(k, v) for k, v in limits.items()) or "none")),
     ]
     return _table("buffer", "Buffer", ["", ""], rows, "")
+
+
+_LIMIT_LABELS = {"size_bytes": "telemetry trimmed above", "hard_bytes": "hard limit",
+                 "telemetry_age_s": "telemetry kept for"}
+
+
+def _limit(name: str, value: float) -> str:
+    label = _LIMIT_LABELS.get(name, name)
+    if not value:
+        return f"{label}: none"
+    if name.endswith("_bytes"):
+        return f"{label} {_bytes(value)}"
+    if name.endswith("_s"):
+        return f"{label} {_duration(value)}"
+    return f"{label} {value}"
 
 
 def _clock_and_certificates(clock: dict[str, Any], certificates: list[dict[str, Any]]) -> str:

@@ -65,3 +65,6 @@ def setup(level: str, log_format: str = "auto") -> None:
     for noisy in ("pymodbus", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    # Even at --log-level debug: one line per SQL statement or HTTP frame buries ours.
+    for chatty in ("aiosqlite", "httpx", "httpcore", "asyncio"):
+        logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))

@@ -8,6 +8,7 @@ text (a URL with credentials, an echoed login): this catches those too.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterator
 from typing import Any
 
@@ -41,6 +42,11 @@ def _secret_values(value: Any) -> Iterator[str]:
     elif isinstance(value, BaseModel):
         for name in type(value).model_fields:
             yield from _secret_values(getattr(value, name))
+        user, password = getattr(value, "username", None), getattr(value, "password", None)
+        if isinstance(user, str) and isinstance(password, SecretStr):
+            # HTTP basic auth puts the pair on the wire in base64: an echo shows it so.
+            pair = f"{user}:{password.get_secret_value()}".encode()
+            yield base64.b64encode(pair).decode()
     elif isinstance(value, list | tuple):
         for item in value:
             yield from _secret_values(item)

@@ -24,6 +24,7 @@ from drivers.runner import backoff_delay
 
 from ..errors import BufferError, UplinkRejected, UplinkUnavailable
 from ..events import short_type
+from ..redact import scrub
 from .base import Uplink
 from .pacing import Pacer
 
@@ -198,8 +199,10 @@ class Forwarder:
                 log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
                           self.uplink.id, event.id, event.type, exc,
                           extra={"event_id": event.id, "uplink": self.uplink.id})
+                # An upstream may echo a credential back: keep it out of the buffer too.
+                answer = scrub(exc.answer) if exc.answer is not None else None
                 await self._until_written(functools.partial(
-                    self.outbox.dead_letter, self.uplink.id, event, str(exc), exc.answer,
+                    self.outbox.dead_letter, self.uplink.id, event, scrub(str(exc)), answer,
                     attempts))
                 self.uplink.health.dead_lettered += 1
                 return False

@@ -71,6 +71,7 @@ class Agent:
         self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
         self._sample_queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
         self._make_driver = DriverFactory()
+        self._status_users: dict[str, str] | None = None
 
     def request_stop(self) -> None:
         """Stop gracefully: confirm production, deliver what can be delivered, then exit."""
@@ -82,6 +83,7 @@ class Agent:
 
     async def run(self) -> None:
         config = self.config
+        self._status_users = status_users(config)  # before anything starts: exit 78 if bad
         lock = AgentLock(config.buffer.path)
         try:
             config.buffer.path.parent.mkdir(parents=True, exist_ok=True)
@@ -119,7 +121,7 @@ class Agent:
             self.board.uplinks = [u.health for u in self.uplinks]
             if config.status.enabled:
                 status = StatusServer(self.board, config.status.bind, config.status.port,
-                                      self.metrics, _status_users(config))
+                                      self.metrics, self._status_users)
                 await status.start()
             control = await _start_control(outbox)
             async with asyncio.TaskGroup() as group:
@@ -351,13 +353,14 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
 UplinkSettings = MqttUplink | HttpsUplink | OdooUplink
 
 
-def _status_users(config: Config) -> dict[str, str] | None:
+def status_users(config: Config) -> dict[str, str] | None:
+    """The status page's logins; ConfigError (exit 78) if the file is missing or weak."""
     path = config.status.credentials_file
-    if path is None:
+    if path is None or not config.status.enabled:
         return None
     try:
         return load_credentials(path)
-    except ValueError as exc:  # checked when the config loaded; changed since
+    except ValueError as exc:
         raise ConfigError([ConfigIssue(str(path), None, "status.credentials_file", None,
                                        str(exc))]) from exc
 

@@ -9,6 +9,7 @@
     floorlink browse ENDPOINT        an OPC UA server's address space, for writing the YAML
     floorlink opcua-cert             a client certificate and key for OPC UA security
     floorlink odoo check -c FILE     log in to Odoo and resolve everything the mapping names
+    floorlink install-service        install as a systemd service (or --uninstall)
 """
 
 from __future__ import annotations
@@ -118,6 +119,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_arguments(buffer)
     add("schema", _schema, "Print the configuration's JSON Schema.", config=False)
+    install = add("install-service", _install_service, "Install (or upgrade, or remove) "
+                  "floorlink as a hardened systemd service; see docs/deploy.md.", config=False)
+    from .install import add_arguments as add_install_arguments
+
+    add_install_arguments(install)
     sim = add("simulate", _simulate, "Serve only the simulated press line.", config=False)
     sim.add_argument("--seed", type=int, default=7)
     sim.add_argument("--opcua-port", type=int, default=4840)
@@ -136,18 +142,20 @@ def _setup_logging(level: str, log_format: str = "auto") -> None:
     setup(level, log_format)
 
 
-def _load(path: Path) -> Any:
+def _load(path: Path, secrets_required: bool = True) -> Any:
     from .redact import register
     from .settings import load_config
 
-    config = load_config(path)
+    config = load_config(path, secrets_required)
     register(config)
     return config
 
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        _load(args.config)
+        from .app import status_users
+
+        status_users(_load(args.config))
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"{len(exc.issues)} problem{'s' if len(exc.issues) != 1 else ''} found",
@@ -157,12 +165,12 @@ def _check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _quiet_tool(args: argparse.Namespace) -> Any:
+def _quiet_tool(args: argparse.Namespace, secrets_required: bool = True) -> Any:
     """Logging and configuration for a command a person runs: only errors are logged,
     and a bad configuration is printed for them (the caller exits with EX_CONFIG)."""
     _setup_logging("error" if args.log_level == "info" else args.log_level)
     try:
-        return _load(args.config)
+        return _load(args.config, secrets_required)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return None
@@ -280,12 +288,19 @@ def _odoo(args: argparse.Namespace) -> int:
 
 
 def _buffer(args: argparse.Namespace) -> int:
-    config = _quiet_tool(args)
+    # Technicians of the floorlink group run this without the service's credentials.
+    config = _quiet_tool(args, secrets_required=False)
     if config is None:
         return EX_CONFIG
     from .control.command import run
 
     return run(args, config)
+
+
+def _install_service(args: argparse.Namespace) -> int:
+    from .install import execute
+
+    return execute(args)
 
 
 def _schema(args: argparse.Namespace) -> int:
@@ -338,6 +353,9 @@ def _serve(main_coroutine: Coroutine[Any, Any, None],
 
     try:
         asyncio.run(supervised())
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return EX_CONFIG
     except BufferError as exc:
         logging.getLogger("floorlink").error("%s", exc)
         return EX_CANTCREAT

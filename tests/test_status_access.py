@@ -7,15 +7,17 @@ configuration (tests stay on 127.0.0.1).
 from __future__ import annotations
 
 import base64
+import subprocess
 from pathlib import Path
 
 import aiohttp
 import pytest
-from conftest import free_port
+from conftest import REPO, floorlink_command, free_port
 
+from agent.app import status_users
 from agent.errors import ConfigError
 from agent.settings import load_config_text
-from agent.status.auth import SESSION_COOKIE, load_credentials
+from agent.status.auth import SESSION_COOKIE
 from agent.status.board import StatusBoard
 from agent.status.server import StatusServer
 
@@ -111,18 +113,28 @@ def test_binding_beyond_loopback_needs_a_credentials_file(tmp_path: Path) -> Non
         load_config_text(CONFIG.format(status=f"{{bind: '{loopback}'}}"), "c.yaml", tmp_path)
     users = tmp_path / "status-users"
     users.write_text("# technicians\nnight-shift:short\n")
+    outside = CONFIG.format(status=f"{{bind: 0.0.0.0, credentials_file: {users}}}")
     with pytest.raises(ConfigError) as weak:
-        load_config_text(CONFIG.format(status=f"{{bind: 0.0.0.0, credentials_file: {users}}}"),
-                         "c.yaml", tmp_path)
+        status_users(load_config_text(outside, "c.yaml", tmp_path))
     assert "at least 12 characters" in str(weak.value)
     assert "short" not in str(weak.value)  # the password itself is never echoed
     users.write_text(f"# technicians\nnight-shift:{PASSWORD}\n")
-    config = load_config_text(
-        CONFIG.format(status=f"{{bind: 0.0.0.0, credentials_file: {users}}}"), "c.yaml",
-        tmp_path)
-    assert load_credentials(config.status.credentials_file or Path()) == {"night-shift": PASSWORD}
+    assert status_users(load_config_text(outside, "c.yaml", tmp_path)) == {
+        "night-shift": PASSWORD}
+    users.unlink()
     with pytest.raises(ConfigError) as missing:
-        load_config_text(CONFIG.format(
-            status=f"{{bind: 0.0.0.0, credentials_file: {tmp_path / 'nope'}}}"), "c.yaml",
-            tmp_path)
+        status_users(load_config_text(outside, "c.yaml", tmp_path))
     assert "cannot read" in str(missing.value)
+    assert "status.credentials_file" in str(missing.value)
+
+
+def test_an_agent_with_an_unreadable_credentials_file_exits_78(tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(CONFIG.format(
+        status=f"{{bind: 0.0.0.0, port: {free_port()}, credentials_file: {tmp_path / 'nope'}}}")
+        + f"buffer: {{path: {tmp_path / 'b.db'}}}\n")
+    for command in ("check-config", "run"):
+        result = subprocess.run(floorlink_command(command, "-c", str(config)), cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 78, (command, result.stderr)
+        assert "status.credentials_file" in result.stderr

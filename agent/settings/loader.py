@@ -27,7 +27,7 @@ from .models import (
     OpcUaDevice,
     OpcUaTag,
 )
-from .secrets import MASK, resolve_secrets
+from .secrets import MASK, UNAVAILABLE_SECRET, resolve_secrets
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
 
@@ -49,7 +49,9 @@ def default_config_path() -> Path:
     return Path(os.environ.get("FLOORLINK_CONFIG", str(DEFAULT_CONFIG_PATH)))
 
 
-def load_config(path: Path) -> Config:
+def load_config(path: Path, secrets_required: bool = True) -> Config:
+    """`secrets_required=False` is for commands that never use a secret (`floorlink buffer`):
+    a technician without access to the service's credentials can still run them."""
     shown = str(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -58,10 +60,11 @@ def load_config(path: Path) -> Config:
             [ConfigIssue(shown, None, "", None, f"cannot read the file: {exc.strerror or exc}; "
                          "pass another one with -c/--config or set FLOORLINK_CONFIG")]
         ) from exc
-    return load_config_text(text, shown, path.resolve().parent)
+    return load_config_text(text, shown, path.resolve().parent, secrets_required)
 
 
-def load_config_text(text: str, shown: str, base_dir: Path) -> Config:
+def load_config_text(text: str, shown: str, base_dir: Path,
+                     secrets_required: bool = True) -> Config:
     try:
         doc = parse_yaml(text)
     except YamlSyntaxError as exc:
@@ -82,7 +85,8 @@ def load_config_text(text: str, shown: str, base_dir: Path) -> Config:
         ))
         raise ConfigError(issues)
 
-    secrets = resolve_secrets(doc.data, base_dir)
+    secrets = resolve_secrets(doc.data, base_dir,
+                              None if secrets_required else UNAVAILABLE_SECRET)
     for secret_path, reference, why in secrets.problems:
         issues.append(ConfigIssue(shown, doc.line_of(secret_path), _dotted(secret_path),
                                   f"'{reference}'", why))

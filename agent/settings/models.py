@@ -681,11 +681,7 @@ class StatusSettings(Strict):
             raise ValueError(
                 f"status.bind is {self.bind}, reachable from the network: set "
                 "status.credentials_file to a file of `user:password` lines, or bind 127.0.0.1")
-        if self.credentials_file is not None:
-            from ..status.auth import load_credentials
-
-            load_credentials(self.credentials_file)  # its ValueError says what to fix
-        return self
+        return self  # the file itself is read when the agent starts, and by check-config
 
 
 def _is_loopback(host: str) -> bool:

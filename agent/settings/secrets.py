@@ -17,6 +17,7 @@ from .yamlsource import Path as DataPath
 
 _REFERENCE = re.compile(r"\$\{(env|file|cred):([^}]*)\}")
 MASK = "'***' (secret, masked)"
+UNAVAILABLE_SECRET = "unavailable-secret"  # stands in where secrets are not required
 
 
 @dataclass
@@ -26,23 +27,30 @@ class SecretResolution:
     problems: list[tuple[DataPath, str, str]] = field(default_factory=list)  # path, reference, why
 
 
-def resolve_secrets(data: Any, base_dir: Path) -> SecretResolution:
+def resolve_secrets(data: Any, base_dir: Path,
+                    placeholder: str | None = None) -> SecretResolution:
+    """With a `placeholder`, a reference that cannot be resolved becomes it, silently."""
     result = SecretResolution(data=None)
-    result.data = _walk(data, (), base_dir, result)
+    result.data = _walk(data, (), base_dir, result, placeholder)
     return result
 
 
-def _walk(value: Any, path: DataPath, base_dir: Path, result: SecretResolution) -> Any:
+def _walk(value: Any, path: DataPath, base_dir: Path, result: SecretResolution,
+          placeholder: str | None) -> Any:
     if isinstance(value, dict):
-        return {k: _walk(v, (*path, k), base_dir, result) for k, v in value.items()}
+        return {k: _walk(v, (*path, k), base_dir, result, placeholder)
+                for k, v in value.items()}
     if isinstance(value, list):
-        return [_walk(v, (*path, i), base_dir, result) for i, v in enumerate(value)]
+        return [_walk(v, (*path, i), base_dir, result, placeholder)
+                for i, v in enumerate(value)]
     if isinstance(value, str) and _REFERENCE.search(value):
         result.secret_paths.add(path)
 
         def substitute(match: re.Match[str]) -> str:
             kind, name = match.group(1), match.group(2).strip()
             resolved, why = _lookup(kind, name, base_dir)
+            if resolved is None and placeholder is not None:
+                return placeholder
             if resolved is None:
                 result.problems.append((path, match.group(0), why))
                 return ""

@@ -25,13 +25,14 @@ from .pipeline import Pipeline
 from .redact import register as register_secrets
 from .reload import plan
 from .settings import load_config
-from .settings.models import Config, Device, HttpsUplink, MqttUplink
+from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
 from .status.auth import load_credentials
 from .status.board import StatusBoard
 from .status.metrics import AgentMetrics
 from .status.server import StatusServer
 from .systemd import notify, watchdog_interval
+from .uplinks import certificates
 from .uplinks.base import Uplink
 from .uplinks.forwarder import Forwarder
 from .uplinks.https import HttpsPoster
@@ -104,6 +105,7 @@ class Agent:
             Limits(int(limits.size), int(limits.hard_size), limits.telemetry_age))
         _report_opening(outbox)
         self.board.buffer_open = True
+        self.board.other_certificates = _device_certificates(config)
         status: StatusServer | None = None
         control: ControlServer | None = None
         try:
@@ -363,6 +365,16 @@ def status_users(config: Config) -> dict[str, str] | None:
     except ValueError as exc:
         raise ConfigError([ConfigIssue(str(path), None, "status.credentials_file", None,
                                        str(exc))]) from exc
+
+
+def _device_certificates(config: Config) -> list[dict[str, object]]:
+    statuses = []
+    for device in config.devices:
+        if isinstance(device, OpcUaDevice) and device.security.certificate is not None:
+            statuses += certificates.from_pem_or_der(device.security.certificate, device.id,
+                                                     "OPC UA client")
+    certificates.warn_if_expiring(statuses)
+    return [status.view() for status in statuses]
 
 
 def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:

@@ -40,6 +40,8 @@ class StatusBoard:
     buffer_open: bool = False
     uplinks_started: bool = False
     clock: ClockStatus | None = None
+    # Certificates that are not an uplink's (OPC UA client certificates), as view dicts.
+    other_certificates: list[dict[str, object]] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:
@@ -76,8 +78,10 @@ class StatusBoard:
             "buffer": buffer,
             "buffer_error": self.buffer_error,
             "alarms": self._alarms(buffer),
-            "certificates_expiring": [c for u in self.uplinks for c in u.certificates
-                                      if c.get("expiring")],
+            "certificates_expiring": [
+                c for c in [*self.other_certificates,
+                            *(c for u in self.uplinks for c in u.certificates)]
+                if c.get("expiring")],
             "events_by_type": dict(self.events_by_type),
             "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
         }

@@ -63,9 +63,25 @@ def from_der(der: bytes, uplink: str, source: str) -> CertificateStatus | None:
         return None
 
 
+def from_pem_or_der(path: Path, owner: str, which: str) -> list[CertificateStatus]:
+    """OPC UA certificates come as DER as often as PEM."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        log.warning("%s: cannot read %s certificate %s: %s", owner, which, path, exc.strerror)
+        return []
+    try:
+        certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
+                 else [x509.load_der_x509_certificate(data)])
+    except ValueError as exc:
+        log.warning("%s: %s certificate %s is neither PEM nor DER: %s", owner, which, path, exc)
+        return []
+    return [_status(cert, owner, which, str(path)) for cert in certs]
+
+
 def warn_if_expiring(statuses: list[CertificateStatus]) -> None:
     for status in statuses:
         if status.expiring:
-            log.warning("uplink %s: the %s certificate %s (%s) expires in %.0f days",
+            log.warning("%s: the %s certificate %s (%s) expires in %.0f days",
                         status.uplink, status.which, status.subject, status.source,
                         status.days_left)

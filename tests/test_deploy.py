@@ -20,6 +20,7 @@ from buffer import Outbox
 
 ROOT_ONLY = pytest.mark.skipif(os.geteuid() != 0, reason="ownership needs root (CI runs as root)")
 MAX_EXPOSURE = 2.5
+ARTIFACTS = Path(os.environ.get("FLOORLINK_TEST_ARTIFACTS", REPO / "test-artifacts"))
 
 
 def fresh_root(tmp_path: Path) -> Path:
@@ -95,6 +96,8 @@ def test_install_verify_upgrade_uninstall(tmp_path: Path) -> None:
     exposure = re.search(r"Overall exposure level for floorlink\.service: ([\d.]+)",
                          security.stdout)
     assert exposure, security.stdout + security.stderr
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "systemd-security.txt").write_text(security.stdout)
     print(f"systemd-analyze security: exposure {exposure.group(1)} (at most {MAX_EXPOSURE})")
     assert float(exposure.group(1)) <= MAX_EXPOSURE
 

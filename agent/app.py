@@ -179,7 +179,11 @@ class Agent:
     def _start_device(self, device: Device) -> None:
         assert self._group is not None
         health = DeviceHealth(device.id, device.protocol)
-        self.board.devices = [d for d in self.board.devices if d.device != device.id] + [health]
+        known = [d.device for d in self.board.devices]
+        if device.id in known:  # a restart keeps its place on the status page
+            self.board.devices[known.index(device.id)] = health
+        else:
+            self.board.devices.append(health)
         self._device_tasks[device.id] = self._group.create_task(
             run_device(self._make_driver(device), self._sample_queue.put, health),
             name=f"device {device.id}")

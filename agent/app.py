@@ -35,9 +35,7 @@ from .systemd import notify, watchdog_interval
 from .uplinks import certificates
 from .uplinks.base import Uplink
 from .uplinks.forwarder import Forwarder
-from .uplinks.https import HttpsPoster
 from .uplinks.mqtt import MqttPublisher
-from .uplinks.odoo.connector import OdooConnector
 
 log = logging.getLogger("floorlink")
 
@@ -382,9 +380,14 @@ def _device_certificates(config: Config) -> list[dict[str, object]]:
 
 
 def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:
+    # Imported on demand: an MQTT-only agent does not carry httpx and the Odoo client.
     if isinstance(settings, HttpsUplink):
+        from .uplinks.https import HttpsPoster
+
         return HttpsPoster(settings, config)
     if isinstance(settings, OdooUplink):
+        from .uplinks.odoo.connector import OdooConnector
+
         return OdooConnector(settings, config)
     return MqttPublisher(settings, config)
 

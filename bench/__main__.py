@@ -10,10 +10,12 @@ import time
 from pathlib import Path
 
 from .buffer_bench import run as buffer_bench
+from .footprint import run as footprint
 from .modbus_throughput import run as modbus_throughput
 from .opcua_bench import run as opcua_bench
 
-BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench}
+BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench,
+              "footprint": footprint}
 
 
 def main() -> None:

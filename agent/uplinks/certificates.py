@@ -10,8 +10,10 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from cryptography import x509
+if TYPE_CHECKING:
+    from cryptography import x509
 
 log = logging.getLogger("floorlink.certificates")
 
@@ -49,6 +51,8 @@ def _status(cert: x509.Certificate, uplink: str, which: str, source: str) -> Cer
 def from_file(path: Path, uplink: str, which: str) -> list[CertificateStatus]:
     """Every certificate in a PEM file (a CA bundle holds several)."""
     try:
+        from cryptography import x509  # ~8 MB: only for agents that have certificates
+
         certs = x509.load_pem_x509_certificates(path.read_bytes())
     except (OSError, ValueError) as exc:
         log.warning("uplink %s: cannot read %s certificate %s: %s", uplink, which, path, exc)
@@ -58,6 +62,8 @@ def from_file(path: Path, uplink: str, which: str) -> list[CertificateStatus]:
 
 def from_der(der: bytes, uplink: str, source: str) -> CertificateStatus | None:
     try:
+        from cryptography import x509
+
         return _status(x509.load_der_x509_certificate(der), uplink, "server", source)
     except ValueError:
         return None
@@ -70,6 +76,8 @@ def from_pem_or_der(path: Path, owner: str, which: str) -> list[CertificateStatu
     except OSError as exc:
         log.warning("%s: cannot read %s certificate %s: %s", owner, which, path, exc.strerror)
         return []
+    from cryptography import x509
+
     try:
         certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data
                  else [x509.load_der_x509_certificate(data)])

@@ -1,0 +1,227 @@
+"""Latency from a change in the PLC to its delivery at the broker, against offered load.
+
+    .venv/bin/python -m bench.latency [--seconds 10]
+
+An asyncua server in its own process changes N items at 10 Hz, stamping each value
+with its SourceTimestamp; `floorlink run` (its own process) subscribes to them and
+publishes each change as telemetry (QoS 1) to Mosquitto (its own process); a
+subscriber in this process takes the time each event arrives and subtracts the
+event's `time`, which is the PLC's SourceTimestamp. Mosquitto routes a QoS 1
+message and sends its PUBACK in the same pass, so arrival at the subscriber stands
+for the PUBACK. The OPC UA publishing interval (50 ms) is part of the figure.
+The first 2 s of each step are not counted (subscriptions settle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+NS = "urn:bench:latency"
+RATE_HZ = 10
+SETTLE = 2.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _serve(port: int, items: int, ready: Any) -> None:
+    async def main() -> None:
+        from datetime import UTC
+
+        from asyncua import Server, ua
+
+        server = Server()
+        await server.init()
+        server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
+        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+        idx = await server.register_namespace(NS)
+        folder = await server.nodes.objects.add_object(ua.NodeId("Bench", idx), "Bench")
+        nodes = [await folder.add_variable(ua.NodeId(f"v{n}", idx), f"v{n}",
+                                           ua.Variant(0, ua.VariantType.Int32))
+                 for n in range(items)]
+        await server.start()
+        ready.set()
+        tick, next_at = 0, time.monotonic()
+        while True:
+            tick += 1
+            for node in nodes:
+                stamp = datetime.now(UTC)
+                await server.write_attribute_value(node.nodeid, ua.DataValue(
+                    ua.Variant(tick, ua.VariantType.Int32), SourceTimestamp=stamp,
+                    ServerTimestamp=stamp))
+            next_at += 1 / RATE_HZ
+            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
+
+    import logging
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    asyncio.run(main())
+
+
+COMMIT_INTERVAL = "50ms"  # the default; --commit-interval changes it
+
+
+def _config(workdir: Path, opcua: int, mqtt: int, items: int) -> Path:
+    tags = "\n".join(f'      - {{name: v{n}, node: "nsu={NS};s=v{n}", publish: on_change}}'
+                     for n in range(items))
+    path = workdir / f"latency-{items}.yaml"
+    path.write_text(f"""
+site: bench
+agent: {{id: latency}}
+devices:
+  - id: cell-plc
+    protocol: opcua
+    endpoint: opc.tcp://127.0.0.1:{opcua}/bench
+    publishing_interval: 50ms
+    tags:
+{tags}
+buffer: {{path: {workdir / f'latency-{items}.db'}, commit_interval: {COMMIT_INTERVAL}}}
+uplinks:
+  - {{id: broker, type: mqtt, host: 127.0.0.1, port: {mqtt}, max_inflight: 100}}
+status: {{port: {_free_port()}}}
+""")
+    return path
+
+
+class Arrivals:
+    def __init__(self, port: int) -> None:
+        import paho.mqtt.client as paho
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.latencies: list[float] = []
+        self.counting = False
+        self.lock = threading.Lock()
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"lat-{port}")
+        self.client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        arrived = time.time()
+        if not self.counting:
+            return
+        try:
+            sent = datetime.fromisoformat(json.loads(message.payload)["time"]).timestamp()
+        except (ValueError, KeyError):
+            return
+        with self.lock:
+            self.latencies.append(arrived - sent)
+
+    def take(self) -> list[float]:
+        with self.lock:
+            taken, self.latencies = self.latencies, []
+        return taken
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def _percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="floorlink-latency-") as tmp:
+        workdir = Path(tmp)
+        mqtt = _free_port()
+        conf = workdir / "mosquitto.conf"
+        conf.write_text(f"listener {mqtt} 127.0.0.1\nallow_anonymous true\n"
+                        "max_queued_messages 1000000\n"
+                        + ("user root\n" if os.geteuid() == 0 else ""))
+        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
+                                   str(conf)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        arrivals = Arrivals(mqtt)
+        try:
+            for items in items_steps:
+                rows.append(_step(workdir, mqtt, items, seconds, arrivals))
+                print(f"{items:5d} items x {RATE_HZ} Hz: {rows[-1]}", flush=True)
+        finally:
+            arrivals.stop()
+            broker.terminate()
+            broker.wait(10)
+    return rows
+
+
+def _step(workdir: Path, mqtt: int, items: int, seconds: float,
+          arrivals: Arrivals) -> dict[str, Any]:
+    opcua = _free_port()
+    context = multiprocessing.get_context("spawn")
+    ready = context.Event()
+    server = context.Process(target=_serve, args=(opcua, items, ready), daemon=True)
+    server.start()
+    agent = None
+    try:
+        if not ready.wait(120):
+            raise RuntimeError("the OPC UA server did not start")
+        config = _config(workdir, opcua, mqtt, items)
+        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
+                                  "--log-level", "warning"], cwd=REPO,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        arrivals.counting = False
+        time.sleep(SETTLE + 3)  # connect, subscribe, first values
+        arrivals.take()
+        arrivals.counting = True
+        started = time.monotonic()
+        time.sleep(seconds)
+        taken = arrivals.take()
+        elapsed = time.monotonic() - started
+        arrivals.counting = False
+    finally:
+        if agent is not None:
+            agent.terminate()
+            agent.wait(20)
+        server.terminate()
+        server.join(10)
+    if not taken:
+        return {"items": items, "offered_per_s": items * RATE_HZ, "delivered_per_s": 0}
+    return {"items": items, "offered_per_s": items * RATE_HZ,
+            "delivered_per_s": round(len(taken) / elapsed),
+            "p50_ms": round(_percentile(taken, 0.5) * 1000, 1),
+            "p99_ms": round(_percentile(taken, 0.99) * 1000, 1),
+            "max_ms": round(max(taken) * 1000, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.latency", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per step")
+    parser.add_argument("--items", type=int, nargs="*", default=[50, 100, 250, 500, 1000],
+                        help="items changing at 10 Hz, one step each")
+    parser.add_argument("--commit-interval", default="50ms",
+                        help="buffer.commit_interval for the agent (default 50ms)")
+    args = parser.parse_args()
+    global COMMIT_INTERVAL
+    COMMIT_INTERVAL = args.commit_interval
+    rows = measure(args.items, args.seconds)
+    out = Path(__file__).parent / "latency.json"
+    out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows},
+                              indent=2))
+    print(f"written to {out}")
+
+
+if __name__ == "__main__":
+    main()

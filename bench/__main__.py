@@ -15,6 +15,8 @@ from .footprint import run as footprint
 from .modbus_throughput import run as modbus_throughput
 from .opcua_bench import run as opcua_bench
 
+LIMIT_SECONDS = 1800  # a benchmark that takes longer is stuck, not slow
+
 BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench,
               "footprint": footprint}
 
@@ -35,8 +37,15 @@ def main() -> None:
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:
         parser.error(f"unknown benchmark {', '.join(sorted(unknown))}")
+    failed = []
     for name in args.names or list(BENCHMARKS):
-        rows.extend(asyncio.run(BENCHMARKS[name](args.seconds)))
+        try:
+            rows.extend(asyncio.run(asyncio.wait_for(BENCHMARKS[name](args.seconds),
+                                                     LIMIT_SECONDS)))
+        except Exception as exc:  # one broken benchmark must not hide the others' figures
+            failed.append(name)
+            rows.append({"figure": f"{name}: FAILED", "floorlink": 0.0, "ceiling": 0.0,
+                         "ratio": 0.0, "note": repr(exc)[:200]})
     print(f"{'figure':<44} {'floorlink':>14} {'raw ceiling':>14} {'ratio':>7}")
     for row in rows:
         print(f"{row['figure']:<44} {row['floorlink']:>14,.1f} {row['ceiling']:>14,.1f} "
@@ -45,6 +54,8 @@ def main() -> None:
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                "machine": platform.platform(), "rows": rows}, indent=2))
     print(f"\nwritten to {out}")
+    if failed:
+        raise SystemExit(f"benchmarks failed: {', '.join(failed)}")
 
 
 if __name__ == "__main__":  # spawned server processes import this module too

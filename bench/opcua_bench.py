@@ -6,6 +6,7 @@ subscription to the same items in the same run (the ceiling)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import socket
 import statistics
@@ -80,13 +81,19 @@ async def _raw(endpoint: str, seconds: float) -> _Counter:
             stamp = data.monitored_item.Value.SourceTimestamp
             counter.add(stamp.timestamp())
 
-    async with Client(endpoint) as client:
+    client = Client(endpoint)
+    await client.connect()
+    try:
         idx = await client.get_namespace_index(NS)
         sub = await client.create_subscription(50, Handler())
         await sub.subscribe_data_change([client.get_node(ua.NodeId(f"v{n}", idx))
                                          for n in range(ITEMS)])
         await _measure(counter, seconds)
-        await sub.delete()
+    finally:
+        # A server busy writing 10,000 values a second can leave a polite goodbye
+        # unanswered; the figures are taken, so do not wait for it forever.
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(client.disconnect(), 10)
     return counter
 
 
@@ -110,7 +117,8 @@ async def _floorlink(endpoint: str, seconds: float) -> _Counter:
         await _measure(counter, seconds)
     finally:
         task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), 10)
     return counter
 
 

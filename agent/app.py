@@ -42,7 +42,7 @@ log = logging.getLogger("floorlink")
 SAMPLE_QUEUE_SIZE = 1000
 # SIGTERM to exit stays under 10 s: confirm, drain, then close the uplinks.
 STOP_COMMIT_TIMEOUT = 3.0
-STOP_DRAIN_TIMEOUT = 4.0
+STOP_DRAIN_TIMEOUT = 3.0  # + device goodbyes (<=2 s) + uplink goodbyes (<=2 s)
 MAINTENANCE_INTERVAL = 1.0
 FORWARDER_WINDOWS = 4
 

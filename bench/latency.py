@@ -174,6 +174,7 @@ def _step(workdir: Path, mqtt: int, items: int, seconds: float,
     server = context.Process(target=_serve, args=(opcua, items, ready), daemon=True)
     server.start()
     agent = None
+    stop_s = float("nan")
     try:
         if not ready.wait(120):
             raise RuntimeError("the OPC UA server did not start")
@@ -192,13 +193,21 @@ def _step(workdir: Path, mqtt: int, items: int, seconds: float,
         arrivals.counting = False
     finally:
         if agent is not None:
+            stopping = time.monotonic()
             agent.terminate()
-            agent.wait(20)
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+                agent.wait()
+            stop_s = time.monotonic() - stopping
         server.terminate()
         server.join(10)
     if not taken:
-        return {"items": items, "offered_per_s": items * RATE_HZ, "delivered_per_s": 0}
+        return {"items": items, "offered_per_s": items * RATE_HZ, "delivered_per_s": 0,
+                "sigterm_to_exit_s": round(stop_s, 1)}
     return {"items": items, "offered_per_s": items * RATE_HZ,
+            "sigterm_to_exit_s": round(stop_s, 1),
             "delivered_per_s": round(len(taken) / elapsed),
             "p50_ms": round(_percentile(taken, 0.5) * 1000, 1),
             "p99_ms": round(_percentile(taken, 0.99) * 1000, 1),

@@ -32,6 +32,7 @@ from . import nodes
 from .session import open_session, server_clock_offset
 from .values import to_sample
 
+CLOSE_TIMEOUT = 2.0
 log = logging.getLogger("floorlink.opcua")
 
 STALE_KEEPALIVES = 3
@@ -122,7 +123,10 @@ class OpcUaDriver:
         client, self._client = self._client, None
         if client is not None:
             try:
-                await asyncio.wait_for(client.disconnect(), self.device.timeout)
+                # A goodbye a busy server does not answer soon is skipped: the socket
+                # closes anyway, and the agent's stop must stay within its 10 s.
+                await asyncio.wait_for(client.disconnect(), min(self.device.timeout,
+                                                                CLOSE_TIMEOUT))
             except Exception as exc:
                 log.debug("%s: disconnect: %s", self.device_id, exc)
                 try:

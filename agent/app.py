@@ -19,7 +19,7 @@ from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .control.server import AgentLock, ControlServer
 from .derive import DeriveContext, compile_assets, compile_devices
-from .errors import BufferError, ConfigError, ConfigIssue
+from .errors import BufferError, ConfigError
 from .events import Event
 from .pipeline import Pipeline
 from .redact import register as register_secrets
@@ -27,7 +27,7 @@ from .reload import plan
 from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
-from .status.auth import load_credentials
+from .status.auth import status_users
 from .status.board import StatusBoard
 from .status.metrics import AgentMetrics
 from .status.server import StatusServer
@@ -357,23 +357,11 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
 UplinkSettings = MqttUplink | HttpsUplink | OdooUplink
 
 
-def status_users(config: Config) -> dict[str, str] | None:
-    """The status page's logins; ConfigError (exit 78) if the file is missing or weak."""
-    path = config.status.credentials_file
-    if path is None or not config.status.enabled:
-        return None
-    try:
-        return load_credentials(path)
-    except ValueError as exc:
-        raise ConfigError([ConfigIssue(str(path), None, "status.credentials_file", None,
-                                       str(exc))]) from exc
-
-
 def _device_certificates(config: Config) -> list[dict[str, object]]:
     statuses = []
     for device in config.devices:
         if isinstance(device, OpcUaDevice) and device.security.certificate is not None:
-            statuses += certificates.from_pem_or_der(device.security.certificate, device.id,
+            statuses += certificates.from_file(device.security.certificate, device.id,
                                                      "OPC UA client")
     certificates.warn_if_expiring(statuses)
     return [status.view() for status in statuses]

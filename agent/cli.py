@@ -153,7 +153,7 @@ def _load(path: Path, secrets_required: bool = True) -> Any:
 
 def _check_config(args: argparse.Namespace) -> int:
     try:
-        from .app import status_users
+        from .status.auth import status_users
 
         status_users(_load(args.config))
     except ConfigError as exc:

@@ -151,8 +151,7 @@ class Pipeline:
             counts = self.events_by_type
             for event in events:
                 counts[event.type] = counts.get(event.type, 0) + 1
-            if self.on_event:
-                for event in events:
+                if self.on_event:
                     self.on_event(event)
 
         if events or changed:

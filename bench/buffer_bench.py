@@ -25,14 +25,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
 TAGS = 500  # one commit carries one event per tag: the batch size on both sides
 WINDOW = 100
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _config_text(port: int, window: int, rate: float) -> str:
@@ -109,7 +105,7 @@ def _ingest_raw(workdir: Path, seconds: float, body_size: int) -> float:
 
 class _Mosquitto:
     def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         conf = workdir / "mosquitto.conf"
         conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
                         "max_inflight_messages 0\nmax_queued_messages 0\n")

@@ -28,16 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY = 10.0
 GROWTH_LIMIT = 0.10
 FAULTS = ("plc restart", "broker restart", "broker stall", "plc stall")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _wait_port(port: int, timeout: float = 30) -> None:
@@ -67,10 +63,10 @@ class Soak:
     workdir: Path
     minutes: float
     seed: int
-    opcua: int = field(default_factory=_free_port)
-    modbus: int = field(default_factory=_free_port)
-    mqtt: int = field(default_factory=_free_port)
-    status: int = field(default_factory=_free_port)
+    opcua: int = field(default_factory=free_port)
+    modbus: int = field(default_factory=free_port)
+    mqtt: int = field(default_factory=free_port)
+    status: int = field(default_factory=free_port)
     samples: list[tuple[float, float, int]] = field(default_factory=list)  # t, RSS MB, fds
     faults: list[tuple[float, str]] = field(default_factory=list)
     received: int = 0

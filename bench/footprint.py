@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -22,17 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
 TAGS_PER_PROTOCOL = 2500
 NS = "urn:bench:footprint"
 DEPENDENCIES = ("asyncua", "pymodbus", "paho.mqtt.client", "aiosqlite", "httpx",
                 "pydantic_settings", "tenacity", "aiohttp.web")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve(opcua_port: int, modbus_port: int, ready: Any) -> None:
@@ -99,8 +94,8 @@ devices:
   - {{id: press, state: {{tag: press-plc.r0, map: {{7: running}}}}}}
 buffer: {{path: {workdir / 'buffer.db'}}}
 uplinks:
-  - {{id: broker, type: mqtt, host: 127.0.0.1, port: {_free_port()}}}
-status: {{port: {_free_port()}}}
+  - {{id: broker, type: mqtt, host: 127.0.0.1, port: {free_port()}}}
+status: {{port: {free_port()}}}
 """
     path = workdir / f"config-{tags}-{'both' if opcua_port else 'modbus'}.yaml"
     path.write_text(text)
@@ -157,7 +152,7 @@ def _imports_of_idle_agent(config: Path) -> bool:
 
 async def run(seconds: float) -> list[dict[str, Any]]:
     warm_up, window = max(8.0, seconds * 2), max(3.0, seconds)
-    opcua_port, modbus_port = _free_port(), _free_port()
+    opcua_port, modbus_port = free_port(), free_port()
     ready = multiprocessing.get_context("spawn").Event()
     server = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(opcua_port, modbus_port, ready), daemon=True)

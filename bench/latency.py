@@ -15,12 +15,8 @@ The first 2 s of each step are not counted (subscriptions settle).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import multiprocessing
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,50 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from .buffer_bench import _Mosquitto
+from .opcua_bench import NS, RATE_HZ, _serve
+from .ports import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-NS = "urn:bench:latency"
-RATE_HZ = 10
 SETTLE = 2.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(port: int, items: int, ready: Any) -> None:
-    async def main() -> None:
-        from datetime import UTC
-
-        from asyncua import Server, ua
-
-        server = Server()
-        await server.init()
-        server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/bench")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        idx = await server.register_namespace(NS)
-        folder = await server.nodes.objects.add_object(ua.NodeId("Bench", idx), "Bench")
-        nodes = [await folder.add_variable(ua.NodeId(f"v{n}", idx), f"v{n}",
-                                           ua.Variant(0, ua.VariantType.Int32))
-                 for n in range(items)]
-        await server.start()
-        ready.set()
-        tick, next_at = 0, time.monotonic()
-        while True:
-            tick += 1
-            for node in nodes:
-                stamp = datetime.now(UTC)
-                await server.write_attribute_value(node.nodeid, ua.DataValue(
-                    ua.Variant(tick, ua.VariantType.Int32), SourceTimestamp=stamp,
-                    ServerTimestamp=stamp))
-            next_at += 1 / RATE_HZ
-            await asyncio.sleep(max(0.0, next_at - time.monotonic()))
-
-    import logging
-
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    asyncio.run(main())
 
 
 COMMIT_INTERVAL = "50ms"  # the default; --commit-interval changes it
@@ -96,7 +54,7 @@ devices:
 buffer: {{path: {workdir / f'latency-{items}.db'}, commit_interval: {COMMIT_INTERVAL}}}
 uplinks:
   - {{id: broker, type: mqtt, host: 127.0.0.1, port: {mqtt}, max_inflight: 100}}
-status: {{port: {_free_port()}}}
+status: {{port: {free_port()}}}
 """)
     return path
 
@@ -145,15 +103,8 @@ def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="floorlink-latency-") as tmp:
         workdir = Path(tmp)
-        mqtt = _free_port()
-        conf = workdir / "mosquitto.conf"
-        conf.write_text(f"listener {mqtt} 127.0.0.1\nallow_anonymous true\n"
-                        "max_queued_messages 1000000\n"
-                        + ("user root\n" if os.geteuid() == 0 else ""))
-        broker = subprocess.Popen([shutil.which("mosquitto") or "/usr/sbin/mosquitto", "-c",
-                                   str(conf)], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
+        broker = _Mosquitto(workdir)
+        mqtt = broker.port
         arrivals = Arrivals(mqtt)
         try:
             for items in items_steps:
@@ -161,17 +112,16 @@ def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
                 print(f"{items:5d} items x {RATE_HZ} Hz: {rows[-1]}", flush=True)
         finally:
             arrivals.stop()
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     return rows
 
 
 def _step(workdir: Path, mqtt: int, items: int, seconds: float,
           arrivals: Arrivals) -> dict[str, Any]:
-    opcua = _free_port()
+    opcua = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
-    server = context.Process(target=_serve, args=(opcua, items, ready), daemon=True)
+    server = context.Process(target=_serve, args=(opcua, ready, items), daemon=True)
     server.start()
     agent = None
     stop_s = float("nan")

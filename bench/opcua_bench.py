@@ -8,23 +8,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
-import socket
 import statistics
 import time
 from typing import Any
+
+from .ports import free_port
 
 ITEMS = 1000
 RATE_HZ = 10
 NS = "urn:bench:opcua"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _serve(port: int, ready: Any) -> None:
+def _serve(port: int, ready: Any, items: int = ITEMS) -> None:
+    """`items` Int32 variables changing at RATE_HZ, each with its SourceTimestamp."""
     async def main() -> None:
         from datetime import UTC, datetime
 
@@ -38,7 +34,7 @@ def _serve(port: int, ready: Any) -> None:
         folder = await server.nodes.objects.add_object(ua.NodeId("Bench", idx), "Bench")
         nodes = [await folder.add_variable(ua.NodeId(f"v{n}", idx), f"v{n}",
                                            ua.Variant(0, ua.VariantType.Int32))
-                 for n in range(ITEMS)]
+                 for n in range(items)]
         await server.start()
         ready.set()
         tick = 0
@@ -142,7 +138,7 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     import logging
 
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    port = _free_port()
+    port = free_port()
     ready = multiprocessing.get_context("spawn").Event()
     server = multiprocessing.get_context("spawn").Process(target=_serve, args=(port, ready),
                                                           daemon=True)

@@ -14,10 +14,9 @@ import aiohttp
 import pytest
 from conftest import REPO, floorlink_command, free_port
 
-from agent.app import status_users
 from agent.errors import ConfigError
 from agent.settings import load_config_text
-from agent.status.auth import SESSION_COOKIE
+from agent.status.auth import SESSION_COOKIE, status_users
 from agent.status.board import StatusBoard
 from agent.status.server import StatusServer
 

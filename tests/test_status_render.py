@@ -30,8 +30,8 @@ def test_a_troubled_agent_leads_with_its_problems_and_escapes_what_plcs_say(
                     .public_bytes(serialization.Encoding.DER))
     later = ca.issue("broker-client", ["edge-1"], days=200)
     board.other_certificates = [s.view() for s in
-                                certificates.from_pem_or_der(der, "press-plc", "OPC UA client")
-                                + certificates.from_pem_or_der(later.cert, "x", "client")]
+                                certificates.from_file(der, "press-plc", "OPC UA client")
+                                + certificates.from_file(later.cert, "x", "client")]
     view = board.snapshot()
     page = render(view)
     assert '<header class="alarm"><h1>' in page

@@ -15,6 +15,12 @@ import hmac
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import ConfigError, ConfigIssue
+
+if TYPE_CHECKING:
+    from ..settings.models import Config
 
 SESSION_COOKIE = "floorlink_session"
 SESSION_SECONDS = 12 * 3600  # one shift and a half
@@ -39,6 +45,18 @@ def load_credentials(path: Path) -> dict[str, str]:
     if not users:
         raise ValueError(f"{path} holds no `user:password` line")
     return users
+
+
+def status_users(config: Config) -> dict[str, str] | None:
+    """The status page's logins; ConfigError (exit 78) if the file is missing or weak."""
+    path = config.status.credentials_file
+    if path is None or not config.status.enabled:
+        return None
+    try:
+        return load_credentials(path)
+    except ValueError as exc:
+        raise ConfigError([ConfigIssue(str(path), None, "status.credentials_file", None,
+                                       str(exc))]) from exc
 
 
 class Gate:

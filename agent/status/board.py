@@ -77,7 +77,7 @@ class StatusBoard:
             "uplinks": [self._uplink_view(u, now) for u in self.uplinks],
             "buffer": buffer,
             "buffer_error": self.buffer_error,
-            "alarms": self._alarms(buffer),
+            "alarms": self.alarms(buffer["alarms"] if buffer else []),
             "certificates_expiring": [
                 c for c in [*self.other_certificates,
                             *(c for u in self.uplinks for c in u.certificates)]
@@ -85,9 +85,6 @@ class StatusBoard:
             "events_by_type": dict(self.events_by_type),
             "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
         }
-
-    def snapshot_alarms(self) -> list[dict[str, Any]]:
-        return list(self.snapshot()["alarms"])
 
     def _clock_view(self) -> dict[str, Any]:
         view: dict[str, Any] = (self.clock.view() if self.clock
@@ -108,7 +105,12 @@ class StatusBoard:
             view["dead_letters_stored"] = stats.dead_letters.get(health.uplink, 0)
         return view
 
-    def _alarms(self, buffer: dict[str, Any] | None) -> list[dict[str, Any]]:
+    def alarms(self, buffer_alarms: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Every alarm raised now; the buffer's as given (the snapshot formats their times),
+        or as they stand."""
+        if buffer_alarms is None:
+            buffer_alarms = ([dataclasses.asdict(a) for a in self.buffer.alarms]
+                             if self.buffer else [])
         alarms: list[dict[str, Any]] = []
         if self.buffer_error:
             alarms.append({"key": "buffer.write", "severity": "critical",
@@ -123,7 +125,7 @@ class StatusBoard:
                            "message": "the system clock is not synchronised: event times "
                                       "may be off; check NTP (timedatectl status)",
                            "raised_at": None})
-        return alarms + (buffer["alarms"] if buffer else [])
+        return alarms + buffer_alarms
 
 
 def _device_view(health: DeviceHealth, now: float) -> dict[str, Any]:

@@ -137,6 +137,6 @@ class _BoardCollector(Collector):
             for uplink, classes in stats.drops.items():
                 for kind, count in classes.items():
                     drops.add_metric([uplink, kind], count)
-        for alarm in self.board.snapshot_alarms():
+        for alarm in self.board.alarms():
             alarms.add_metric([str(alarm["key"])], 1.0)
         yield from (size, used, events, limit, drops, writable, alarms)

@@ -48,18 +48,6 @@ def _status(cert: x509.Certificate, uplink: str, which: str, source: str) -> Cer
                              cert.not_valid_after_utc.timestamp(), source)
 
 
-def from_file(path: Path, uplink: str, which: str) -> list[CertificateStatus]:
-    """Every certificate in a PEM file (a CA bundle holds several)."""
-    try:
-        from cryptography import x509  # ~8 MB: only for agents that have certificates
-
-        certs = x509.load_pem_x509_certificates(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        log.warning("uplink %s: cannot read %s certificate %s: %s", uplink, which, path, exc)
-        return []
-    return [_status(cert, uplink, which, str(path)) for cert in certs]
-
-
 def from_der(der: bytes, uplink: str, source: str) -> CertificateStatus | None:
     try:
         from cryptography import x509
@@ -69,14 +57,15 @@ def from_der(der: bytes, uplink: str, source: str) -> CertificateStatus | None:
         return None
 
 
-def from_pem_or_der(path: Path, owner: str, which: str) -> list[CertificateStatus]:
-    """OPC UA certificates come as DER as often as PEM."""
+def from_file(path: Path, owner: str, which: str) -> list[CertificateStatus]:
+    """Every certificate in a file: PEM (a CA bundle holds several) or DER (as OPC UA
+    certificates often come)."""
     try:
         data = path.read_bytes()
     except OSError as exc:
         log.warning("%s: cannot read %s certificate %s: %s", owner, which, path, exc.strerror)
         return []
-    from cryptography import x509
+    from cryptography import x509  # ~8 MB: only for agents that have certificates
 
     try:
         certs = (x509.load_pem_x509_certificates(data) if b"-----BEGIN" in data

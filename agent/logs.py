@@ -62,8 +62,7 @@ def setup(level: str, log_format: str = "auto") -> None:
     root.setLevel(getattr(logging, level.upper()))
     # Protocol libraries log every frame or reconnect attempt; our runners log each
     # transition once (down, recovered) with the cause.
-    for noisy in ("pymodbus", "aiohttp.access"):
-        logging.getLogger(noisy).setLevel(logging.ERROR)
+    logging.getLogger("pymodbus").setLevel(logging.ERROR)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     # Even at --log-level debug: one line per SQL statement or HTTP frame buries ours.
     for chatty in ("aiosqlite", "httpx", "httpcore", "asyncio"):

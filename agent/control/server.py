@@ -1,7 +1,7 @@
 """The control socket: `floorlink buffer ...` talks to the running agent here.
 
-HTTP on a Unix socket in the state directory (aiohttp serves it, httpx calls
-it). File permissions decide who may connect (0660: the service user and its
+HTTP on a Unix socket in the state directory (agent.httpserve serves it, httpx
+calls it). File permissions decide who may connect (0660: the service user and its
 group); the kernel tells us who did (SO_PEERCRED), and that name goes into the
 audit log. The agent also holds an exclusive lock on `<buffer>.lock`, so a
 command can tell "stopped" from "running but not answering".
@@ -14,14 +14,14 @@ import fcntl
 import os
 import socket
 import struct
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import IO
-
-from aiohttp import web
 
 from buffer import Outbox
 
 from ..errors import BufferError
+from ..httpserve import HttpError, HttpServer, Request, Response
 from . import operations
 
 VIA = "control-socket"
@@ -77,61 +77,64 @@ class ControlServer:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self.path = socket_path(outbox.path)
-        self._runner: web.AppRunner | None = None
+        self._http = HttpServer({
+            ("GET", "/buffer/stats"): self._stats,
+            ("GET", "/buffer/dead-letters"): self._dead_letters,
+            ("POST", "/buffer/replay"): self._replay,
+            ("GET", "/buffer/export"): self._export,
+            ("POST", "/buffer/alarms/clear"): self._clear_alarms,
+        })
+        self._started = False
 
     async def start(self) -> None:
-        app = web.Application()
-        app.router.add_get("/buffer/stats", self._stats)
-        app.router.add_get("/buffer/dead-letters", self._dead_letters)
-        app.router.add_post("/buffer/replay", self._replay)
-        app.router.add_get("/buffer/export", self._export)
-        app.router.add_post("/buffer/alarms/clear", self._clear_alarms)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()  # a stale socket of a killed agent; the lock says we own it
-        site = web.UnixSite(self._runner, str(self.path))
-        await site.start()
+        await self._http.start_unix(str(self.path))
         os.chmod(self.path, 0o660)
+        self._started = True
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._http.close()
+        if self._started:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
 
-    async def _stats(self, request: web.Request) -> web.Response:
-        return web.json_response(await operations.stats(self.outbox))
+    async def _stats(self, request: Request) -> Response:
+        return Response.json(await operations.stats(self.outbox))
 
-    async def _dead_letters(self, request: web.Request) -> web.Response:
+    async def _dead_letters(self, request: Request) -> Response:
         letters = await operations.dead_letters(
             self.outbox, request.query.get("uplink"), request.query.get("all") == "1")
-        return web.json_response(letters)
+        return Response.json(letters)
 
-    async def _replay(self, request: web.Request) -> web.Response:
-        body = await request.json()
+    async def _replay(self, request: Request) -> Response:
+        body = request.json()
         count = await operations.replay(self.outbox, body.get("ids"), body.get("uplink"),
                                         _peer(request), VIA)
-        return web.json_response({"queued": count})
+        return Response.json({"queued": count})
 
-    async def _export(self, request: web.Request) -> web.StreamResponse:
-        since = float(request.query.get("since", "0"))
-        response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
-        await response.prepare(request)
-        async for line in operations.export(self.outbox, since, _peer(request), VIA):
-            await response.write(line.encode() + b"\n")
-        await response.write_eof()
-        return response
+    async def _export(self, request: Request) -> Response:
+        try:
+            since = float(request.query.get("since", "0"))
+        except ValueError as exc:
+            raise HttpError(400, "since must be a Unix time in seconds\n") from exc
+        peer = _peer(request)
 
-    async def _clear_alarms(self, request: web.Request) -> web.Response:
-        body = await request.json()
+        async def lines() -> AsyncIterator[bytes]:
+            async for line in operations.export(self.outbox, since, peer, VIA):
+                yield line.encode() + b"\n"
+
+        return Response(body=lines(), content_type="application/x-ndjson")
+
+    async def _clear_alarms(self, request: Request) -> Response:
+        body = request.json()
         count = await operations.clear_alarms(self.outbox, body.get("key"), _peer(request), VIA)
-        return web.json_response({"cleared": count})
+        return Response.json({"cleared": count})
 
 
-def _peer(request: web.Request) -> str:
+def _peer(request: Request) -> str:
     """The OS user on the other end of the socket, as the kernel reports it."""
-    sock = request.transport.get_extra_info("socket") if request.transport else None
+    sock = request.socket
     if sock is None:
         return "unknown"
     creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from http.cookies import SimpleCookie
 from typing import Any
 
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from ..httpserve import Handler, HttpError, HttpServer, Request, Response
 from ..redact import scrub
 from .auth import SESSION_COOKIE, SESSION_SECONDS, Gate
 from .board import StatusBoard
@@ -26,7 +26,6 @@ from .page import render
 
 log = logging.getLogger("floorlink.status")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no plant data
 
 
@@ -39,20 +38,14 @@ class StatusServer:
         self.metrics = metrics or AgentMetrics(board)
         self.gate = Gate(users) if users else None
         self.clock = ClockWatch()
-        self._runner: web.AppRunner | None = None
+        self._http = HttpServer({("GET", "/"): self._page, ("GET", "/status"): self._status,
+                                 ("GET", "/metrics"): self._metrics,
+                                 ("GET", "/healthz"): self._healthz,
+                                 ("GET", "/readyz"): self._readyz},
+                                middleware=self._authenticate if self.gate else None)
 
     async def start(self) -> None:
-        middlewares = [self._authenticate] if self.gate else []
-        app = web.Application(middlewares=middlewares)
-        app.router.add_get("/", self._page)
-        app.router.add_get("/status", self._status)
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/healthz", self._healthz)
-        app.router.add_get("/readyz", self._readyz)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.bind, self.port)
-        await site.start()  # raises OSError if the port is taken: the agent must not start
+        await self._http.start_tcp(self.bind, self.port)  # OSError if taken: must not start
         if self.gate:
             log.warning("status page listening on %s:%d, beyond this machine; logins required "
                         "(%d user%s)", self.bind, self.port, len(self.gate.users),
@@ -61,11 +54,9 @@ class StatusServer:
         self.board.clock = self.clock.status
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        await self._http.close()
 
-    @web.middleware
-    async def _authenticate(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def _authenticate(self, request: Request, handler: Handler) -> Response:
         gate = self.gate
         assert gate is not None
         if request.path in OPEN_PATHS:
@@ -74,45 +65,49 @@ class StatusServer:
         if token is not None:
             if not gate.token_ok(token):
                 log.warning("status page: refused a token from %s", request.remote)
-                raise web.HTTPUnauthorized(text="wrong token\n")
+                raise HttpError(401, "wrong token\n")
             # Drop the token from the address bar and history: the cookie carries on.
-            response = web.HTTPSeeOther(request.rel_url.with_query(None))
-            response.set_cookie(SESSION_COOKIE, gate.open_session(), max_age=SESSION_SECONDS,
-                                httponly=True, samesite="Strict", path="/")
-            raise response
-        if (gate.session_ok(request.cookies.get(SESSION_COOKIE))
-                or gate.basic_ok(request.headers.get("Authorization"))):
+            cookie: SimpleCookie = SimpleCookie()
+            cookie[SESSION_COOKIE] = gate.open_session()
+            morsel = cookie[SESSION_COOKIE]
+            morsel["max-age"] = str(SESSION_SECONDS)
+            morsel["httponly"] = True
+            morsel["samesite"] = "Strict"
+            morsel["path"] = "/"
+            return Response.text("logged in\n", 303, headers=[
+                ("Location", request.path), ("Set-Cookie", morsel.OutputString())])
+        if (gate.session_ok(request.cookie(SESSION_COOKIE))
+                or gate.basic_ok(request.headers.get("authorization"))):
             return await handler(request)
-        raise web.HTTPUnauthorized(
-            text="log in: basic auth, or open /?token=<password> once\n",
-            headers={"WWW-Authenticate": 'Basic realm="floorlink", charset="UTF-8"'})
+        raise HttpError(401, "log in: basic auth, or open /?token=<password> once\n",
+                        headers=[("WWW-Authenticate", 'Basic realm="floorlink", charset="UTF-8"')])
 
     async def _fresh_snapshot(self) -> dict[str, Any]:
         self.board.clock = await self.clock.refresh()
         return self.board.snapshot()
 
-    async def _page(self, request: web.Request) -> web.Response:
-        return web.Response(text=scrub(render(await self._fresh_snapshot())),
-                            content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
+    async def _page(self, request: Request) -> Response:
+        return Response.text(scrub(render(await self._fresh_snapshot())),
+                             content_type="text/html; charset=utf-8",
+                             headers=[("Cache-Control", "no-store")])
 
-    async def _status(self, request: web.Request) -> web.Response:
-        return web.json_response(await self._fresh_snapshot(), dumps=_dumps)
+    async def _status(self, request: Request) -> Response:
+        return Response.json(await self._fresh_snapshot(), dumps=_dumps)
 
-    async def _metrics(self, request: web.Request) -> web.Response:
+    async def _metrics(self, request: Request) -> Response:
         self.board.clock = await self.clock.refresh()
-        return web.Response(body=scrub(generate_latest(self.metrics.registry).decode()).encode(),
-                            headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return Response(body=scrub(generate_latest(self.metrics.registry).decode()).encode(),
+                        content_type=CONTENT_TYPE_LATEST)
 
-    async def _healthz(self, request: web.Request) -> web.Response:
+    async def _healthz(self, request: Request) -> Response:
         if self.board.alive:
-            return web.Response(text="ok\n")
-        return web.Response(status=503, text="not running\n")
+            return Response.text("ok\n")
+        return Response.text("not running\n", 503)
 
-    async def _readyz(self, request: web.Request) -> web.Response:
+    async def _readyz(self, request: Request) -> Response:
         readiness = self.board.readiness()
         body = "".join(f"{check} {'ok' if ok else 'NO'}\n" for check, ok in readiness.items())
-        return web.Response(status=200 if all(readiness.values()) else 503, text=body)
+        return Response.text(body, 200 if all(readiness.values()) else 503)
 
 
 def _dumps(value: Any) -> str:

@@ -292,6 +292,7 @@ class Agent:
                     self.board.buffer = await outbox.stats()
                     next_stats = loop.time() + 20 * (loop.time() - started)
                 self.board.buffer_error = pipeline.last_error
+                self.board.commits = pipeline.commits
             except BufferError as exc:
                 self.board.buffer_error = str(exc)
             with contextlib.suppress(TimeoutError):

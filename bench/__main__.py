@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .buffer_bench import run as buffer_bench
+from .e2e import run as end_to_end
 from .footprint import run as footprint
 from .modbus_throughput import run as modbus_throughput
 from .opcua_bench import run as opcua_bench
@@ -18,7 +19,7 @@ from .opcua_bench import run as opcua_bench
 LIMIT_SECONDS = 1800  # a benchmark that takes longer is stuck, not slow
 
 BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench,
-              "footprint": footprint}
+              "e2e": end_to_end, "footprint": footprint}
 
 
 def main() -> None:

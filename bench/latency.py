@@ -22,6 +22,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,11 @@ from .ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE = 2.0
+STOP_LIMIT = 10.0  # seconds from SIGTERM to exit that the service unit allows
 
 
-COMMIT_INTERVAL = "50ms"  # the default; --commit-interval changes it
-
-
-def _config(workdir: Path, opcua: int, mqtt: int, items: int) -> Path:
+def _config(workdir: Path, opcua: int, mqtt: int, items: int, status: int,
+            commit_interval: str) -> Path:
     tags = "\n".join(f'      - {{name: v{n}, node: "nsu={NS};s=v{n}", publish: on_change}}'
                      for n in range(items))
     path = workdir / f"latency-{items}.yaml"
@@ -51,10 +51,11 @@ devices:
     publishing_interval: 50ms
     tags:
 {tags}
-buffer: {{path: {workdir / f'latency-{items}.db'}, commit_interval: {COMMIT_INTERVAL}}}
+buffer: {{path: {workdir / f'latency-{items}-{commit_interval}.db'},
+          commit_interval: {commit_interval}}}
 uplinks:
   - {{id: broker, type: mqtt, host: 127.0.0.1, port: {mqtt}, max_inflight: 100}}
-status: {{port: {free_port()}}}
+status: {{port: {status}}}
 """)
     return path
 
@@ -99,7 +100,21 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
 
 
-def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
+def _commits(status: int) -> float:
+    """floorlink_buffer_commits_total from the agent's /metrics (nan if unreadable)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{status}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return float("nan")
+    for line in text.splitlines():
+        if line.startswith("floorlink_buffer_commits_total "):
+            return float(line.split()[1])
+    return float("nan")
+
+
+def measure(items_steps: list[int], seconds: float,
+            commit_interval: str = "0") -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="floorlink-latency-") as tmp:
         workdir = Path(tmp)
@@ -108,7 +123,7 @@ def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
         arrivals = Arrivals(mqtt)
         try:
             for items in items_steps:
-                rows.append(_step(workdir, mqtt, items, seconds, arrivals))
+                rows.append(_step(workdir, mqtt, items, seconds, arrivals, commit_interval))
                 print(f"{items:5d} items x {RATE_HZ} Hz: {rows[-1]}", flush=True)
         finally:
             arrivals.stop()
@@ -116,8 +131,8 @@ def measure(items_steps: list[int], seconds: float) -> list[dict[str, Any]]:
     return rows
 
 
-def _step(workdir: Path, mqtt: int, items: int, seconds: float,
-          arrivals: Arrivals) -> dict[str, Any]:
+def _step(workdir: Path, mqtt: int, items: int, seconds: float, arrivals: Arrivals,
+          commit_interval: str) -> dict[str, Any]:
     opcua = free_port()
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
@@ -128,18 +143,22 @@ def _step(workdir: Path, mqtt: int, items: int, seconds: float,
     try:
         if not ready.wait(120):
             raise RuntimeError("the OPC UA server did not start")
-        config = _config(workdir, opcua, mqtt, items)
-        agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
-                                  "--log-level", "warning"], cwd=REPO,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        status = free_port()
+        config = _config(workdir, opcua, mqtt, items, status, commit_interval)
+        log_path = workdir / f"agent-{items}-{commit_interval}.log"
+        with log_path.open("wb") as log:  # the child keeps its own copy of the descriptor
+            agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
+                                      "--log-level", "info", "--log-format", "text"],
+                                     cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         arrivals.counting = False
         time.sleep(SETTLE + 3)  # connect, subscribe, first values
         arrivals.take()
         arrivals.counting = True
-        started = time.monotonic()
+        started, commits_before = time.monotonic(), _commits(status)
         time.sleep(seconds)
         taken = arrivals.take()
         elapsed = time.monotonic() - started
+        commits = _commits(status) - commits_before
         arrivals.counting = False
     finally:
         if agent is not None:
@@ -151,13 +170,18 @@ def _step(workdir: Path, mqtt: int, items: int, seconds: float,
                 agent.kill()
                 agent.wait()
             stop_s = time.monotonic() - stopping
+            if stop_s > STOP_LIMIT:  # the unit's budget: say where the time went
+                tail = log_path.read_text(errors="replace").splitlines()[-30:]
+                print(f"SIGTERM took {stop_s:.1f} s; the agent's last lines:", *tail,
+                      sep="\n  ", flush=True)
         server.terminate()
         server.join(10)
+    row = {"commit_interval": commit_interval, "items": items,
+           "offered_per_s": items * RATE_HZ, "sigterm_to_exit_s": round(stop_s, 1),
+           "commits_per_s": round(commits / elapsed, 1)}
     if not taken:
-        return {"items": items, "offered_per_s": items * RATE_HZ, "delivered_per_s": 0,
-                "sigterm_to_exit_s": round(stop_s, 1)}
-    return {"items": items, "offered_per_s": items * RATE_HZ,
-            "sigterm_to_exit_s": round(stop_s, 1),
+        return {**row, "delivered_per_s": 0}
+    return {**row,
             "delivered_per_s": round(len(taken) / elapsed),
             "p50_ms": round(_percentile(taken, 0.5) * 1000, 1),
             "p99_ms": round(_percentile(taken, 0.99) * 1000, 1),
@@ -170,12 +194,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="per step")
     parser.add_argument("--items", type=int, nargs="*", default=[50, 100, 250, 500, 1000],
                         help="items changing at 10 Hz, one step each")
-    parser.add_argument("--commit-interval", default="50ms",
-                        help="buffer.commit_interval for the agent (default 50ms)")
+    parser.add_argument("--commit-interval", nargs="*", default=["0"],
+                        help="buffer.commit_interval values, one curve each (default: 0, "
+                             "floorlink's default)")
     args = parser.parse_args()
-    global COMMIT_INTERVAL
-    COMMIT_INTERVAL = args.commit_interval
-    rows = measure(args.items, args.seconds)
+    rows = [row for interval in args.commit_interval
+            for row in measure(args.items, args.seconds, interval)]
     out = Path(__file__).parent / "latency.json"
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "rows": rows},
                               indent=2))

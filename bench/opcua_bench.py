@@ -19,8 +19,8 @@ RATE_HZ = 10
 NS = "urn:bench:opcua"
 
 
-def _serve(port: int, ready: Any, items: int = ITEMS) -> None:
-    """`items` Int32 variables changing at RATE_HZ, each with its SourceTimestamp."""
+def _serve(port: int, ready: Any, items: int = ITEMS, rate_hz: float = RATE_HZ) -> None:
+    """`items` Int32 variables changing `rate_hz` times a second, with SourceTimestamps."""
     async def main() -> None:
         from datetime import UTC, datetime
 
@@ -46,7 +46,7 @@ def _serve(port: int, ready: Any, items: int = ITEMS) -> None:
                 await server.write_attribute_value(node.nodeid, ua.DataValue(
                     ua.Variant(tick, ua.VariantType.Int32), SourceTimestamp=stamp,
                     ServerTimestamp=stamp))
-            next_at += 1 / RATE_HZ
+            next_at += 1 / rate_hz
             await asyncio.sleep(max(0.0, next_at - time.monotonic()))
 
     import logging

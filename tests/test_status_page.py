@@ -126,6 +126,7 @@ def test_metrics_cover_samples_events_backlog_latency_and_the_process(running: R
                  "floorlink_device_reconnects_total", "floorlink_buffer_file_bytes",
                  "floorlink_buffer_events", "floorlink_buffer_writable"):
         assert name in samples, name
+    assert values("floorlink_buffer_commits_total")[0] > 0
     assert values("process_resident_memory_bytes")[0] > 10e6
     assert "process_cpu_seconds_total" in samples
     assert values("floorlink_up")[0] == 1.0

@@ -545,7 +545,14 @@ class BufferSettings(Strict):
         ),
     )
     commit_interval: Duration = Field(
-        default=0.05, ge=0, description="How long the writer gathers samples into one commit."
+        default=0, ge=0, le=1,
+        description=(
+            "How long the writer waits after a sample before it commits, gathering more "
+            "into the same transaction. 0: commit at once; what arrives while a commit is "
+            "on its way to the disk shares the next one, so commits per second fall as "
+            "load rises. A few tens of ms mean fewer commits (fsyncs) on flash that wears, "
+            "and that much more latency for every event."
+        ),
     )
     limits: BufferLimits = Field(default_factory=BufferLimits)
 

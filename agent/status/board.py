@@ -33,6 +33,7 @@ class StatusBoard:
     buffer_error: str | None = None
     assets: dict[str, AssetState] = field(default_factory=dict)
     events_by_type: dict[str, int] = field(default_factory=dict)
+    commits: int = 0  # transactions the writer has committed to the buffer
     config_path: str | None = None
     config_loaded_at: float | None = None
     config_error: str | None = None  # the last reload's refusal; the old config runs on

@@ -128,6 +128,10 @@ class _BoardCollector(Collector):
         writable = GaugeMetricFamily("floorlink_buffer_writable",
                                      "0 while commits to the buffer fail.")
         writable.add_metric([], 0.0 if self.board.buffer_error else 1.0)
+        commits = CounterMetricFamily(
+            "floorlink_buffer_commits", "Transactions committed to the buffer; each one is an "
+            "fsync with synchronous: full (see buffer.commit_interval).")
+        commits.add_metric([], self.board.commits)
         if stats is not None:
             size.add_metric([], stats.file_bytes)
             used.add_metric([], stats.used_bytes)
@@ -139,4 +143,4 @@ class _BoardCollector(Collector):
                     drops.add_metric([uplink, kind], count)
         for alarm in self.board.alarms():
             alarms.add_metric([str(alarm["key"])], 1.0)
-        yield from (size, used, events, limit, drops, writable, alarms)
+        yield from (size, used, events, limit, drops, writable, commits, alarms)

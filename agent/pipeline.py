@@ -143,8 +143,12 @@ class Pipeline:
 
     async def _commit(self, states: dict[str, AssetState], device_states: dict[str, DeviceState],
                       events: list[Event]) -> None:
-        snapshot = {asset: st.to_json() for asset, st in states.items()}
-        snapshot.update({DEVICE_KEY + d: st.to_json() for d, st in device_states.items()})
+        # A state derivation did not touch is the committed object itself: skip its JSON
+        # (a device with 2,500 tags is a 300 kB document).
+        snapshot = {asset: st.to_json() for asset, st in states.items()
+                    if st is not self.states.get(asset)}
+        snapshot.update({DEVICE_KEY + d: st.to_json() for d, st in device_states.items()
+                         if st is not self.device_states.get(d)})
         changed = {key: text for key, text in snapshot.items()
                    if text != self._committed_json.get(key)}
         def adopt() -> None:

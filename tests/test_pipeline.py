@@ -102,3 +102,29 @@ async def test_a_full_disk_holds_the_writer_and_loses_nothing_once_space_returns
     assert verdict is not None
     assert verdict[0] == "ok"
     await pipeline.outbox.close()
+
+
+def test_derivation_never_changes_the_committed_telemetry_memory() -> None:
+    """The committed state and its derived successor share unchanged memories (copy on
+    write): if the commit fails, the committed one must still say what was published."""
+    from agent.derive import apply_device_samples, apply_device_tick
+    from agent.derive.state import DeviceState
+
+    config = load_config_text(CONFIG.replace("deadband: 1}", "deadband: 1, min_interval: 5}"),
+                              "config.yaml", Path("."))
+    ctx = DeriveContext(site="s", agent="a", epoch=1)
+    spec = compile_devices(config)[0]
+    committed, events = apply_device_samples(
+        spec, DeviceState(), [Sample("plc", "temp", 20, "good", 1000.0)], 1000.0, ctx)
+    assert [e.data["value"] for e in events] == [20]
+    before = committed.to_json()
+    held, events = apply_device_samples(
+        spec, committed, [Sample("plc", "temp", 25, "good", 1001.0)], 1001.0, ctx)
+    assert events == []  # within min_interval: held back
+    assert committed.to_json() == before
+    assert apply_device_tick(spec, held, 1002.0, ctx) == (held, [])  # nothing due: same object
+    released, events = apply_device_tick(spec, held, 1006.0, ctx)
+    assert [e.data["value"] for e in events] == [25]
+    assert committed.to_json() == before
+    assert held.telemetry["plc.temp"].held_back
+    assert not released.telemetry["plc.temp"].held_back

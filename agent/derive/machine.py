@@ -132,7 +132,9 @@ def apply_device_samples(spec: DeviceSpec, state: DeviceState, samples: list[Sam
         ref = f"{sample.device}.{sample.tag}"
         if ref in spec.telemetry:
             _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
-    _telemetry_timers(spec.telemetry, new.telemetry, now, out)
+    _telemetry_timers(spec.timed_telemetry, new.telemetry, now, out)
+    if not samples and not out.events:
+        return state, []  # timers change a memory only when they publish: nothing changed
     return new, out.events
 
 
@@ -473,7 +475,7 @@ def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) ->
         out.emit("counters.snapshot", now, {"counters": dict(st.counter_last),
                                             "work_order": st.work_order})
         st.last_snapshot = now
-    _telemetry_timers(spec.telemetry, st.telemetry, now, out)
+    _telemetry_timers(spec.timed_telemetry, st.telemetry, now, out)
 
 
 def _leaving_too_soon(spec: AssetSpec, st: AssetState) -> bool:
@@ -533,9 +535,16 @@ def _hold_data(hold: OpenHold) -> dict[str, Any]:
 # ================================================================== telemetry
 
 
+def _writable_memory(memory: dict[str, TelemetryMemory], ref: str) -> TelemetryMemory:
+    """The memory of `ref`, safe to change: the committed state shares the original."""
+    old = memory.get(ref)
+    mem = memory[ref] = old.clone() if old is not None else TelemetryMemory()
+    return mem
+
+
 def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMemory], ref: str,
                          s: Sample, out: _Emitter) -> None:
-    mem = memory.setdefault(ref, TelemetryMemory())
+    mem = _writable_memory(memory, ref)
     mem.seen, mem.value, mem.quality = True, s.value, s.quality
     if not policy.on_change:
         return
@@ -543,7 +552,7 @@ def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMem
             policy, mem.published_value, s.value):
         mem.held_back = False
         return
-    if mem.published and mem.published_at is not None and (
+    if policy.min_interval and mem.published and mem.published_at is not None and (
             s.source_time - mem.published_at < policy.min_interval):
         mem.held_back = True  # goes out when min_interval has passed, if still different
         return
@@ -553,17 +562,19 @@ def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMem
 
 def _telemetry_timers(policies: dict[str, TelemetryPolicy], memory: dict[str, TelemetryMemory],
                       now: float, out: _Emitter) -> None:
-    for ref, policy in policies.items():
+    for ref, policy in policies.items():  # the timed ones: see TelemetryPolicy.timed
         mem = memory.get(ref)
         if mem is None or not mem.seen:
             continue
         if mem.held_back and mem.published_at is not None and (
                 now - mem.published_at >= policy.min_interval):
+            mem = _writable_memory(memory, ref)
             _publish(mem, ref, mem.value, mem.quality, now, out)  # the change held back
             mem.published_at, mem.held_back = now, False
         if policy.every is None:
             continue
         if mem.every_at is None or now - mem.every_at >= policy.every:
+            mem = _writable_memory(memory, ref)
             _publish(mem, ref, mem.value, mem.quality, now, out)
             mem.every_at = now
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from ..settings.models import Asset, Config, ModbusTcpDevice, TagBase
 
@@ -21,6 +22,15 @@ class TelemetryPolicy:
     deadband: float | None = None
     deadband_percent: float | None = None
     min_interval: float = 0.0
+
+    @property
+    def timed(self) -> bool:
+        """Does the passing of time matter (periodic publishing, a change held back)?"""
+        return self.every is not None or self.min_interval > 0
+
+
+def _timed(policies: dict[str, TelemetryPolicy]) -> dict[str, TelemetryPolicy]:
+    return {ref: policy for ref, policy in policies.items() if policy.timed}
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,11 @@ class AssetSpec:
     repeat_window: float = 3600.0
     telemetry: dict[str, TelemetryPolicy] = field(default_factory=dict)  # tag ref -> policy
 
+    @cached_property
+    def timed_telemetry(self) -> dict[str, TelemetryPolicy]:
+        """The policies a clock tick must look at; on_change alone needs no tick."""
+        return _timed(self.telemetry)
+
     def counter_tag(self, role: str) -> str | None:
         return next((ref for ref, r in self.roles.items() if r == role), None)
 
@@ -61,6 +76,10 @@ class DeviceSpec:
 
     id: str
     telemetry: dict[str, TelemetryPolicy]
+
+    @cached_property
+    def timed_telemetry(self) -> dict[str, TelemetryPolicy]:
+        return _timed(self.telemetry)
 
 
 def compile_assets(config: Config) -> list[AssetSpec]:

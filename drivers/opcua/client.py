@@ -45,6 +45,7 @@ class _Subscription:
     handle: Any = None
     stale_after: float = 0.0
     created_at: float = field(default_factory=time.monotonic)
+    consumer: asyncio.Task[None] | None = None  # hands its notifications to the driver
 
 
 class OpcUaDriver:
@@ -152,7 +153,9 @@ class OpcUaDriver:
         params.MaxNotificationsPerPublish = 0  # no limit: a burst arrives in one response
         params.PublishingEnabled = True
         params.Priority = 0
-        handle = await self._client.create_subscription(params, self)
+        # Iterator mode, unbounded: with a handler asyncua makes a task per notification
+        # (a fifth of the agent's time at 2,500 changes/s); a queue never drops one.
+        handle = await self._client.create_subscription(params, None, queue_maxsize=0)
         # The server may revise the interval and keep-alive count; staleness is judged
         # on what it promised, plus one request timeout for the answer to travel.
         revised = handle.parameters
@@ -160,6 +163,9 @@ class OpcUaDriver:
                   * max(1, revised.RequestedMaxKeepAliveCount))
         subscription = _Subscription(tags, handle,
                                      STALE_KEEPALIVES * period + device.timeout)
+        subscription.consumer = asyncio.get_running_loop().create_task(
+            self._consume(handle), name=f"opcua notifications {device.id}")
+        self._tasks.append(subscription.consumer)
         requests = [self._item_request(name) for name in tags]
         # Known before the server answers: the first values may arrive while later
         # chunks are still being created.
@@ -231,12 +237,23 @@ class OpcUaDriver:
             await asyncio.wait_for(stale.handle.delete(), self.device.timeout)
         except Exception as exc:  # the server may have dropped it already
             log.debug("%s: deleting the stale subscription: %s", self.device_id, exc)
+        if stale.consumer is not None:
+            stale.consumer.cancel()
+            self._tasks.remove(stale.consumer)
         fresh = await self._subscribe(stale.tags)
         self._recreated += 1
         self.details["recreated_subscriptions"] = self._recreated
         return fresh
 
-    # asyncua calls these from tasks in our event loop.
+    async def _consume(self, handle: Any) -> None:
+        from asyncua.common.subscription import DataChangeEvent, StatusChangeEvent
+
+        async for event in handle:  # a get() from a non-empty queue does not yield
+            if isinstance(event, DataChangeEvent):
+                self.datachange_notification(event.node, event.value, event.data)
+            elif isinstance(event, StatusChangeEvent):
+                self.status_change_notification(event.notification)
+
     def datachange_notification(self, node: Any, value: Any, data: Any) -> None:
         item = data.monitored_item
         tag = self._tag_of_handle.get(item.ClientHandle)

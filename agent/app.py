@@ -295,15 +295,17 @@ class Agent:
                 self.board.commits = pipeline.commits
             except BufferError as exc:
                 self.board.buffer_error = str(exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(outbox.pressure.wait(), MAINTENANCE_INTERVAL)
+            with contextlib.suppress(TimeoutError):  # timeout, not wait_for: see Pipeline
+                async with asyncio.timeout(MAINTENANCE_INTERVAL):
+                    await outbox.pressure.wait()
 
     async def _final_confirmation(self) -> None:
         # If the disk refuses, the counts stay pending in the committed state and are
         # confirmed after the restart instead: late, never lost.
         assert self.pipeline is not None
         try:
-            await asyncio.wait_for(self.pipeline.stop(), STOP_COMMIT_TIMEOUT)
+            async with asyncio.timeout(STOP_COMMIT_TIMEOUT):
+                await self.pipeline.stop()
         except (BufferError, TimeoutError) as exc:
             log.warning("final confirmation not committed (%s); it follows after restart", exc)
 

@@ -162,7 +162,8 @@ class HttpServer:
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                data = await asyncio.wait_for(reader.read(READ_SIZE), IDLE_SECONDS)
+                async with asyncio.timeout(IDLE_SECONDS):
+                    data = await reader.read(READ_SIZE)
                 conn.receive_data(data)  # b"" means the peer closed
             elif isinstance(event, h11.Request):
                 head = event

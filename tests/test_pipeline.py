@@ -128,3 +128,24 @@ def test_derivation_never_changes_the_committed_telemetry_memory() -> None:
     assert committed.to_json() == before
     assert held.telemetry["plc.temp"].held_back
     assert not released.telemetry["plc.temp"].held_back
+
+
+async def test_the_writer_stops_when_cancelled_just_as_a_batch_arrives(tmp_path: Path) -> None:
+    """A stop cancels the writer at any moment, often just as a batch is handed over.
+    (asyncio.wait_for on Python 3.11 swallowed such a cancellation; the stop then hung.)"""
+    clock = [1000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    try:
+        for attempt in range(40):
+            writer = asyncio.create_task(pipeline.run())
+            await asyncio.sleep(0.01)  # waiting for a batch now
+            pipeline.queue.put_nowait([Sample("plc", "temp", attempt, "good", 1000.0)])
+            for _ in range(attempt % 4):  # let the hand-over get that far
+                await asyncio.sleep(0)
+            writer.cancel()
+            done, _ = await asyncio.wait([writer], timeout=2)
+            assert writer in done, f"the writer ignored its cancellation (attempt {attempt})"
+            while not pipeline.queue.empty():
+                pipeline.queue.get_nowait()
+    finally:
+        await pipeline.outbox.close()

@@ -45,7 +45,8 @@ async def _timedated_says() -> bool | None:
         process = await asyncio.create_subprocess_exec(
             "timedatectl", "show", "--property=NTPSynchronized", "--value",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
-        out, _ = await asyncio.wait_for(process.communicate(), 3.0)
+        async with asyncio.timeout(3.0):
+            out, _ = await process.communicate()
     except (OSError, TimeoutError):
         return None
     answer = out.decode().strip()

@@ -126,8 +126,8 @@ class OpcUaDriver:
             try:
                 # A goodbye a busy server does not answer soon is skipped: the socket
                 # closes anyway, and the agent's stop must stay within its 10 s.
-                await asyncio.wait_for(client.disconnect(), min(self.device.timeout,
-                                                                CLOSE_TIMEOUT))
+                async with asyncio.timeout(min(self.device.timeout, CLOSE_TIMEOUT)):
+                    await client.disconnect()
             except Exception as exc:
                 log.debug("%s: disconnect: %s", self.device_id, exc)
                 try:
@@ -234,7 +234,8 @@ class OpcUaDriver:
             self._tag_of_handle.pop(self._handle_of_tag[name], None)
             self._seen_since_open.discard(name)  # the next value comes after a gap
         try:
-            await asyncio.wait_for(stale.handle.delete(), self.device.timeout)
+            async with asyncio.timeout(self.device.timeout):
+                await stale.handle.delete()
         except Exception as exc:  # the server may have dropped it already
             log.debug("%s: deleting the stale subscription: %s", self.device_id, exc)
         if stale.consumer is not None:
@@ -318,14 +319,15 @@ class OpcUaDriver:
         from asyncua import ua
 
         while True:
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), self.device.keepalive)
+            try:  # asyncio.timeout, not wait_for: see agent.pipeline
+                async with asyncio.timeout(self.device.keepalive):
+                    await self._wakeup.wait()
             except TimeoutError:
                 # Quiet: ask the server how it is, so a dead session is noticed even
                 # when no value changes.
                 try:
-                    await asyncio.wait_for(self._client.nodes.server_state.read_value(),
-                                           self.device.timeout)
+                    async with asyncio.timeout(self.device.timeout):
+                        await self._client.nodes.server_state.read_value()
                 except (TimeoutError, OSError, ConnectionError, ua.UaError) as exc:
                     raise DeviceUnreachable(f"{self.device.endpoint}: session lost: "
                                             f"{exc or type(exc).__name__}") from exc

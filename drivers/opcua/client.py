@@ -154,7 +154,7 @@ class OpcUaDriver:
         params.PublishingEnabled = True
         params.Priority = 0
         # Iterator mode, unbounded: with a handler asyncua makes a task per notification
-        # (a fifth of the agent's time at 2,500 changes/s); a queue never drops one.
+        # (about 5% of the agent's time at 2,500 changes/s); a queue never drops one.
         handle = await self._client.create_subscription(params, None, queue_maxsize=0)
         # The server may revise the interval and keep-alive count; staleness is judged
         # on what it promised, plus one request timeout for the answer to travel.

@@ -290,6 +290,11 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     return await asyncio.to_thread(_run, max(seconds, 3.0))
 
 
+def _row(figure: str, ours: float, raw: float, note: str) -> dict[str, Any]:
+    return {"figure": figure, "floorlink": ours, "ceiling": raw,
+            "ratio": ours / max(raw, 1e-9), "note": note}
+
+
 def _run(seconds: float) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="floorlink-e2e-") as tmp:
@@ -299,27 +304,23 @@ def _run(seconds: float) -> list[dict[str, Any]]:
         try:
             ours, raw = _one_load(SATURATION, seconds, workdir, broker.port, arrivals)
             load = SATURATION
-            rows.append({"figure": "end to end, events/s at saturation",
-                         "floorlink": ours.events_per_s, "ceiling": raw.events_per_s,
-                         "ratio": ours.events_per_s / max(raw.events_per_s, 1e-9),
-                         "note": f"OPC UA -> derivation -> SQLite FULL -> MQTT QoS 1; offered "
-                                 f"{load.opcua_items * load.change_hz:,.0f} changes/s; "
-                                 f"raw: asyncua -> paho, window 100"})
-            rows.append({"figure": "end to end, samples/s at saturation",
-                         "floorlink": ours.samples_per_s, "ceiling": raw.samples_per_s,
-                         "ratio": ours.samples_per_s / max(raw.samples_per_s, 1e-9),
-                         "note": f"offered {load.offered_samples:,.0f}/s (OPC UA + 1,000 "
-                                 f"registers at 50 ms); CPU {ours.cpu_percent:.0f}% vs raw "
-                                 f"{raw.cpu_percent:.0f}% of one core"})
+            rows.append(_row("end to end, events/s at saturation", ours.events_per_s,
+                             raw.events_per_s,
+                             f"OPC UA -> derivation -> SQLite FULL -> MQTT QoS 1; offered "
+                             f"{load.opcua_items * load.change_hz:,.0f} changes/s; "
+                             f"raw: asyncua -> paho, window 100"))
+            rows.append(_row("end to end, samples/s at saturation", ours.samples_per_s,
+                             raw.samples_per_s,
+                             f"offered {load.offered_samples:,.0f}/s (OPC UA + 1,000 "
+                             f"registers at 50 ms); CPU {ours.cpu_percent:.0f}% vs raw "
+                             f"{raw.cpu_percent:.0f}% of one core"))
             ours, raw = _one_load(ONE_SECOND, seconds * 2, workdir, broker.port, arrivals)
             per_k = 1000 / ONE_SECOND.tags
-            rows.append({"figure": "CPU % of a core per 1,000 tags, 1 s poll",
-                         "floorlink": ours.cpu_percent * per_k,
-                         "ceiling": raw.cpu_percent * per_k,
-                         "ratio": ours.cpu_percent / max(raw.cpu_percent, 1e-9),
-                         "note": f"{ONE_SECOND.tags:,} tags (2,500 OPC UA changing every "
-                                 f"second + 2,500 registers); lower is better; samples/s "
-                                 f"{ours.samples_per_s:,.0f} vs raw {raw.samples_per_s:,.0f}"})
+            rows.append(_row("CPU % of a core per 1,000 tags, 1 s poll",
+                             ours.cpu_percent * per_k, raw.cpu_percent * per_k,
+                             f"{ONE_SECOND.tags:,} tags (2,500 OPC UA changing every "
+                             f"second + 2,500 registers); lower is better; samples/s "
+                             f"{ours.samples_per_s:,.0f} vs raw {raw.samples_per_s:,.0f}"))
         finally:
             arrivals.stop()
             broker.stop()

@@ -146,7 +146,8 @@ class Soak:
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),
                                   "--log-level", "warning"], cwd=REPO, stdout=log, stderr=log)
         started = time.monotonic()
-        next_sample, next_fault = started, started + rng.uniform(30, 90)
+        # The first sample after start-up: at 0 s the process is still an empty shell.
+        next_sample, next_fault = started + SAMPLE_EVERY, started + rng.uniform(30, 90)
         end = started + self.minutes * 60
         try:
             while time.monotonic() < end:

@@ -12,6 +12,7 @@ from typing import Any
 
 DEVICES = 10
 TAGS_PER_DEVICE = 100
+ROUNDS = 3
 
 
 def _tags() -> list[dict[str, Any]]:
@@ -124,8 +125,13 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     server.start()
     try:
         ready.wait(30)
-        ceiling = await _plain(ports, seconds, per_tag=False)
-        floorlink = await _floorlink(ports, seconds)
+        # Alternating rounds, best of each: this machine's speed drifts by 20% within a
+        # minute, and a single back-to-back pair measured the drift as much as the code.
+        ceilings, ours = [], []
+        for _ in range(ROUNDS):
+            ceilings.append(await _plain(ports, seconds, per_tag=False))
+            ours.append(await _floorlink(ports, seconds))
+        ceiling, floorlink = max(ceilings), max(ours)
         naive = await _plain(ports, seconds, per_tag=True)
     finally:
         server.terminate()
@@ -133,7 +139,9 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     return [
         {"figure": "Modbus registers/s, 1,000 tags on 10 devices", "floorlink": floorlink,
          "ceiling": ceiling, "ratio": floorlink / ceiling,
-         "note": "ceiling: plain pymodbus, same merged reads"},
+         "note": f"ceiling: plain pymodbus, same merged reads; best of {ROUNDS} "
+                 f"alternating rounds each (floorlink {min(ours):,.0f}-{max(ours):,.0f}, "
+                 f"plain {min(ceilings):,.0f}-{max(ceilings):,.0f})"},
         {"figure": "  naive: one plain read per tag", "floorlink": naive, "ceiling": ceiling,
          "ratio": naive / ceiling, "note": "what merging saves"},
     ]

@@ -220,24 +220,19 @@ def _request(head: h11.Request, body: bytes, remote: str,
 async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
                 head_only: bool) -> None:
     headers = [("Content-Type", response.content_type), *response.headers]
-    reason = HTTPStatus(response.status).phrase.encode()
-    if isinstance(response.body, bytes):
-        if not head_only:
-            headers.append(("Content-Length", str(len(response.body))))
-        writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
-                                            reason=reason)))
-        if not head_only:
-            writer.write(conn.send(h11.Data(data=response.body)))
-        writer.write(conn.send(h11.EndOfMessage()))
-        await writer.drain()
-        return
-    # No length: h11 sends it chunked (or, to an HTTP/1.0 peer, until it closes).
+    body = response.body
+    if isinstance(body, bytes) and not head_only:
+        headers.append(("Content-Length", str(len(body))))
+    # Without a length h11 sends the body chunked (to an HTTP/1.0 peer: until it closes).
     writer.write(conn.send(h11.Response(status_code=response.status, headers=headers,
-                                        reason=reason)))
+                                        reason=HTTPStatus(response.status).phrase.encode())))
     if not head_only:
-        async for chunk in response.body:
-            if chunk:
-                writer.write(conn.send(h11.Data(data=chunk)))
-                await writer.drain()
+        if isinstance(body, bytes):
+            writer.write(conn.send(h11.Data(data=body)))
+        else:
+            async for chunk in body:
+                if chunk:
+                    writer.write(conn.send(h11.Data(data=chunk)))
+                    await writer.drain()
     writer.write(conn.send(h11.EndOfMessage()))
     await writer.drain()

@@ -27,20 +27,19 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .buffer_bench import _Mosquitto
-from .modbus_throughput import DEVICES, _free_ports, _tags
+from .modbus_throughput import DEVICES, _tags
 from .modbus_throughput import _serve as _serve_modbus
 from .opcua_bench import NS
 from .opcua_bench import _serve as _serve_opcua
-from .ports import free_port
+from .ports import free_port, free_ports
+from .probe import cpu_seconds, metric_total
 
 REPO = Path(__file__).resolve().parents[1]
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -200,19 +199,6 @@ class _Arrivals:
         self.client.disconnect()
 
 
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime + stime
-
-
-def _floorlink_samples(status: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{status}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("floorlink_samples_total{"))
-
-
 @dataclass
 class Measured:
     events_per_s: float
@@ -221,11 +207,11 @@ class Measured:
 
 
 def _measure(pid: int, seconds: float, events: Any, samples: Any) -> Measured:
-    start, cpu, got, took = time.monotonic(), _cpu_seconds(pid), events(), samples()
+    start, cpu, got, took = time.monotonic(), cpu_seconds(pid), events(), samples()
     time.sleep(seconds)
     elapsed = time.monotonic() - start
     return Measured((events() - got) / elapsed, (samples() - took) / elapsed,
-                    100 * (_cpu_seconds(pid) - cpu) / elapsed)
+                    100 * (cpu_seconds(pid) - cpu) / elapsed)
 
 
 def _stop(process: subprocess.Popen[bytes] | Any) -> None:
@@ -243,7 +229,7 @@ def _stop(process: subprocess.Popen[bytes] | Any) -> None:
 def _one_load(load: Load, seconds: float, workdir: Path, mqtt: int,
               arrivals: _Arrivals) -> tuple[Measured, Measured]:
     context = multiprocessing.get_context("spawn")
-    opcua, modbus = free_port(), _free_ports(DEVICES)
+    opcua, modbus = free_port(), free_ports(DEVICES)
     opcua_ready, modbus_ready = context.Event(), context.Event()
     servers = [context.Process(target=_serve_opcua, daemon=True,
                                args=(opcua, opcua_ready, load.opcua_items, load.change_hz)),
@@ -263,7 +249,7 @@ def _one_load(load: Load, seconds: float, workdir: Path, mqtt: int,
             if agent.poll() is not None:
                 raise RuntimeError(f"floorlink exited with {agent.returncode}")
             ours = _measure(agent.pid, seconds, lambda: arrivals.count("floorlink"),
-                            lambda: _floorlink_samples(status))
+                            lambda: metric_total(status, "floorlink_samples_total"))
         finally:
             _stop(agent)
         counts = context.Array("d", 1, lock=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from .ports import free_port
+from .probe import rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY = 10.0
@@ -156,7 +157,7 @@ class Soak:
                     return 1
                 now = time.monotonic()
                 if now >= next_sample:
-                    self.samples.append((now - started, _rss_mb(agent.pid),
+                    self.samples.append((now - started, rss_mb(agent.pid),
                                          len(os.listdir(f"/proc/{agent.pid}/fd"))))
                     next_sample += SAMPLE_EVERY
                 if now >= next_fault and now < end - 60:
@@ -173,14 +174,6 @@ class Soak:
                     process.terminate()
                     process.wait(15)
         return 0
-
-
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def growth(samples: list[tuple[float, float, int]], warm_up: float) -> tuple[float, float, float]:

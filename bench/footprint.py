@@ -1,7 +1,7 @@
 """Resident memory of a running agent, against what Python and the dependencies cost alone.
 
-Figures (each a separate `floorlink run` process; the PLCs are servers in their own
-process; RSS is the highest VmRSS seen over a few seconds after a warm-up):
+Figures (each a separate `floorlink run` process; the PLCs are servers in processes
+of their own; RSS is the highest VmRSS seen over a few seconds after a warm-up):
 - idle, one Modbus TCP device with one tag, MQTT uplink: asyncua must not be imported;
 - 5,000 tags: 2,500 OPC UA items (changing every second) and 2,500 Modbus registers
   (polled every second), same uplink.
@@ -21,47 +21,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .ports import free_port
+from .opcua_bench import NS
+from .opcua_bench import _serve as _serve_opcua
+from .ports import free_port, free_ports
+from .probe import rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 TAGS_PER_PROTOCOL = 2500
-NS = "urn:bench:footprint"
 DEPENDENCIES = ("asyncua", "pymodbus", "paho.mqtt.client", "aiosqlite", "httpx",
                 "pydantic_settings", "tenacity", "aiohttp.web")
 
 
-def _serve(opcua_port: int, modbus_port: int, ready: Any) -> None:
+def _serve_modbus(port: int, ready: Any) -> None:
     async def main() -> None:
-        from asyncua import Server, ua
         from pymodbus.server import ModbusTcpServer
         from pymodbus.simulator import DataType, SimData, SimDevice
 
         device = SimDevice(id=1, simdata=[SimData(address=0, count=TAGS_PER_PROTOCOL + 10,
                                                   values=7, datatype=DataType.REGISTERS)])
-        modbus = ModbusTcpServer(device, address=("127.0.0.1", modbus_port))
-        await modbus.serve_forever(background=True)
-        server = Server()
-        await server.init()
-        server.set_endpoint(f"opc.tcp://127.0.0.1:{opcua_port}/bench")
-        server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-        idx = await server.register_namespace(NS)
-        folder = await server.nodes.objects.add_object(ua.NodeId("Bench", idx), "Bench")
-        nodes = [await folder.add_variable(ua.NodeId(f"v{n}", idx), f"v{n}",
-                                           ua.Variant(0, ua.VariantType.Int32))
-                 for n in range(TAGS_PER_PROTOCOL)]
-        await server.start()
+        await ModbusTcpServer(device, address=("127.0.0.1", port)).serve_forever(
+            background=True)
         ready.set()
-        tick = 0
-        while True:
-            tick += 1
-            for node in nodes:
-                await server.write_attribute_value(
-                    node.nodeid, ua.DataValue(ua.Variant(tick, ua.VariantType.Int32)))
-            await asyncio.sleep(1.0)
+        await asyncio.Event().wait()
 
     import logging
 
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     asyncio.run(main())
 
@@ -102,14 +86,6 @@ status: {{port: {free_port()}}}
     return path
 
 
-def _rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
 def _peak_rss(command: list[str], warm_up: float, window: float,
               env: dict[str, str] | None = None) -> float:
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE,
@@ -120,7 +96,7 @@ def _peak_rss(command: list[str], warm_up: float, window: float,
             raise RuntimeError(process.communicate()[0].decode()[-2000:])
         peak, deadline = 0.0, time.monotonic() + window
         while time.monotonic() < deadline:
-            peak = max(peak, _rss_mb(process.pid))
+            peak = max(peak, rss_mb(process.pid))
             time.sleep(0.2)
         return peak
     finally:
@@ -152,14 +128,18 @@ def _imports_of_idle_agent(config: Path) -> bool:
 
 async def run(seconds: float) -> list[dict[str, Any]]:
     warm_up, window = max(8.0, seconds * 2), max(3.0, seconds)
-    opcua_port, modbus_port = free_port(), free_port()
-    ready = multiprocessing.get_context("spawn").Event()
-    server = multiprocessing.get_context("spawn").Process(
-        target=_serve, args=(opcua_port, modbus_port, ready), daemon=True)
-    server.start()
+    opcua_port, modbus_port = free_ports(2)
+    context = multiprocessing.get_context("spawn")
+    opcua_ready, modbus_ready = context.Event(), context.Event()
+    servers = [context.Process(target=_serve_opcua, daemon=True,
+                               args=(opcua_port, opcua_ready, TAGS_PER_PROTOCOL, 1.0)),
+               context.Process(target=_serve_modbus, args=(modbus_port, modbus_ready),
+                               daemon=True)]
+    for server in servers:
+        server.start()
     rows: list[dict[str, Any]] = []
     try:
-        if not ready.wait(120):
+        if not (opcua_ready.wait(180) and modbus_ready.wait(60)):
             raise RuntimeError("the footprint servers did not start")
         bare = _python_rss("pass")
         deps = _python_rss("\n".join(f"import {name}" for name in DEPENDENCIES))
@@ -182,6 +162,7 @@ async def run(seconds: float) -> list[dict[str, Any]]:
                      "ceiling": deps, "ratio": full_rss / deps,
                      "note": "target <120; 2,500 OPC UA items at 1 s + 2,500 registers at 1 s"})
     finally:
-        server.terminate()
-        server.join(10)
+        for server in servers:
+            server.terminate()
+            server.join(10)
     return rows

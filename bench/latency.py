@@ -23,7 +23,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 from .buffer_bench import _Mosquitto
 from .opcua_bench import NS, RATE_HZ, _serve
 from .ports import free_port
+from .probe import metric_total
 
 REPO = Path(__file__).resolve().parents[1]
 SETTLE = 2.0
@@ -104,14 +104,9 @@ def _percentile(values: list[float], share: float) -> float:
 def _commits(status: int) -> float:
     """floorlink_buffer_commits_total from the agent's /metrics (nan if unreadable)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{status}/metrics", timeout=5) as answer:
-            text = answer.read().decode()
+        return metric_total(status, "floorlink_buffer_commits_total")
     except OSError:
         return float("nan")
-    for line in text.splitlines():
-        if line.startswith("floorlink_buffer_commits_total "):
-            return float(line.split()[1])
-    return float("nan")
 
 
 def measure(items_steps: list[int], seconds: float,

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import socket
 import time
 from typing import Any
+
+from .ports import free_ports
 
 DEVICES = 10
 TAGS_PER_DEVICE = 100
@@ -24,16 +25,6 @@ def _tags() -> list[dict[str, Any]]:
                      "type": kind})
         address += (2 if kind in ("uint32", "float32") else 1) + (3 if index % 10 == 9 else 0)
     return tags
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 def _serve(ports: list[int], ready: Any) -> None:
@@ -118,7 +109,7 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     import logging
 
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
-    ports = _free_ports(DEVICES)
+    ports = free_ports(DEVICES)
     context = multiprocessing.get_context("spawn")
     ready = context.Event()
     server = context.Process(target=_serve, args=(ports, ready), daemon=True)

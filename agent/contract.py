@@ -96,6 +96,9 @@ DATA: dict[str, dict[str, Any]] = {
             "trigger": {"enum": ["interval", "work_order_change", "shift_change", "stop"]},
             "micro_stops": {"type": "integer", "minimum": 0,
                             "description": "Micro-stops in the interval (when summarised)."},
+            "lot": {"type": ["string", "null"], "description":
+                    "The lot being produced, from the asset's production.lot tag; present "
+                    "only when the asset maps one."},
             "micro_stop_s": {"type": "number", "minimum": 0},
         },
     },

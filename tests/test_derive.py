@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from typing import Any
 
@@ -134,6 +135,33 @@ def test_a_work_order_change_confirms_the_old_order_even_with_nothing_new() -> N
     assert [(e.data["work_order"], e.data["good"], e.data["good_total"], e.data["trigger"])
             for e in closing] == [("WO-1", 0, 7, "work_order_change")]
     assert run.feed(80, wo="WO-3") == []  # WO-2 made nothing
+
+
+def test_a_confirmation_carries_the_lot_being_produced_and_the_old_order_keeps_its_lot(
+) -> None:
+    spec = dataclasses.replace(SPEC, roles={**SPEC.roles, "plc.made_lot": "production_lot"},
+                               production_lot_role="production_lot")
+    run = Run(spec)
+    run.feed(0, wo="WO-1", good=0, made_lot="FG-1", lot="RESIN-7")
+    run.feed(10, good=7)
+    # The order and the lot being produced change in one read: the old order's last
+    # confirmation carries the lot it was made in.
+    closing = run.feed(20, wo="WO-2", made_lot="FG-2")
+    assert [(e.data["work_order"], e.data["lot"]) for e in closing] == [("WO-1", "FG-1")]
+    run.feed(30, good=10)
+    assert run.tick(100)[0].data["lot"] == "FG-2"
+    plain = Run()
+    plain.feed(0, wo="WO-1", good=0)
+    plain.feed(10, good=3)
+    assert "lot" not in plain.tick(100)[0].data
+
+
+def test_one_tag_may_be_the_hold_lot_and_the_production_lot() -> None:
+    spec = dataclasses.replace(SPEC, production_lot_role="lot")
+    run = Run(spec)
+    run.feed(0, wo="WO-1", good=0, lot="LOT-9")
+    run.feed(10, good=4)
+    assert run.tick(100)[0].data["lot"] == "LOT-9"
 
 
 def test_rollover_is_exact_and_reset_after_a_gap_is_estimated() -> None:

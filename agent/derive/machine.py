@@ -22,7 +22,8 @@ Every transition of an asset lives in this module:
     telemetry       per tag, on change past a deadband, or every interval
 
 Within one batch, context tags (reason, lot, ...) are applied first, then counters, then the
-work order, then state and hold edges, so an edge always sees the context that came with it.
+work order and the lot being produced, then state and hold edges, so an edge always sees the
+context that came with it.
 """
 
 from __future__ import annotations
@@ -174,6 +175,11 @@ def _on_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitte
     st.lot = lot
 
 
+def _on_production_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float,
+                       out: _Emitter) -> None:
+    st.production_lot = _as_text(s.value)
+
+
 def _on_hold_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float,
                     out: _Emitter) -> None:
     code = _as_int(s.value)
@@ -278,6 +284,8 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
             "estimated": st.pending_estimated,
             "trigger": trigger,
         }
+        if spec.production_lot_role is not None:
+            data["lot"] = st.lot if spec.production_lot_role == "lot" else st.production_lot
         if summarise:
             data["micro_stops"] = st.micro_stops
             data["micro_stop_s"] = round(st.micro_stop_s, 3)
@@ -611,6 +619,7 @@ _HANDLERS: dict[str, Callable[[AssetSpec, AssetState, Sample, float, _Emitter], 
     "good": _on_counter,
     "scrap": _on_counter,
     "work_order": _on_work_order,
+    "production_lot": _on_production_lot,
     "state": _on_state,
     "hold": _on_hold,
 }

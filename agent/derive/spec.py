@@ -10,7 +10,9 @@ from ..settings.models import Asset, Config, ModbusTcpDevice, TagBase
 # Roles a tag can play for an asset; context roles are applied before edges.
 CONTEXT_ROLES = ("reason", "lot", "hold_reason", "hold_quantity")
 COUNTER_ROLES = ("good", "scrap")
-ROLE_ORDER = (*CONTEXT_ROLES, *COUNTER_ROLES, "work_order", "state", "hold")
+# The production lot comes after the work order: when both change in one read, the old
+# order's closing confirmation carries the lot it was made in, not the next order's.
+ROLE_ORDER = (*CONTEXT_ROLES, *COUNTER_ROLES, "work_order", "production_lot", "state", "hold")
 
 _MODBUS_MODULUS = {"uint16": 1 << 16, "uint32": 1 << 32, "uint64": 1 << 64}
 
@@ -60,6 +62,9 @@ class AssetSpec:
     fault_repeats: int | None = None
     repeat_window: float = 3600.0
     telemetry: dict[str, TelemetryPolicy] = field(default_factory=dict)  # tag ref -> policy
+    # Which role's value is the lot being produced ("production_lot", or "lot" when the
+    # hold's lot tag is the same tag); None when the asset maps no production lot.
+    production_lot_role: str | None = None
 
     @cached_property
     def timed_telemetry(self) -> dict[str, TelemetryPolicy]:
@@ -122,6 +127,10 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
                 roles[ref] = role
     if asset.work_order:
         roles[asset.work_order] = "work_order"
+    lot_role = None
+    if asset.production.lot:
+        # One tag may name both the lot under hold and the lot being produced.
+        lot_role = roles.setdefault(asset.production.lot, "production_lot")
     modulus: dict[str, int | None] = {}
     for ref, role in roles.items():
         if role in COUNTER_ROLES:
@@ -158,6 +167,7 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
         fault_repeats=asset.maintenance.fault_repeats,
         repeat_window=asset.maintenance.repeat_window,
         telemetry=telemetry,
+        production_lot_role=lot_role,
     )
 
 

@@ -85,6 +85,7 @@ class AssetState:
     reason_code: int | None = None
     work_order: str | None = None
     lot: str | None = None
+    production_lot: str | None = None
     hold_reason: str | None = None
     hold_quantity: float | None = None
     # Fault tracking for maintenance requests.

@@ -446,6 +446,12 @@ class ProductionPolicy(Strict):
         default_factory=list, description="Local shift start times, 'HH:MM'; each confirms."
     )
     timezone: str = Field(default="UTC", description="IANA zone of the shift times.")
+    lot: TagRef | None = Field(
+        default=None,
+        description="The tag holding the lot being produced (the finished goods' lot), carried "
+        "on production.confirmed as `lot`. Not the quality hold's lot, which may name a "
+        "raw-material lot. The Odoo uplink closes orders of lot-tracked products with it.",
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -494,6 +500,8 @@ class Asset(Strict):
                     refs.append((("quality_hold", key), ref))
         if self.work_order:
             refs.append((("work_order",), self.work_order))
+        if self.production.lot:
+            refs.append((("production", "lot"), self.production.lot))
         return refs
 
 

@@ -65,5 +65,8 @@ def setup(level: str, log_format: str = "auto") -> None:
     logging.getLogger("pymodbus").setLevel(logging.ERROR)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     # Even at --log-level debug: one line per SQL statement or HTTP frame buries ours.
-    for chatty in ("aiosqlite", "httpx", "httpcore", "asyncio"):
+    for chatty in ("aiosqlite", "httpcore", "asyncio"):
         logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+    # httpx logs every request at INFO ("HTTP Request: POST ... 200 OK"): two thirds of an
+    # Odoo uplink's lines. The uplinks say what matters: failures, pauses, recoveries.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

@@ -14,6 +14,18 @@ It keeps records in memory and enforces the surprises the connector must survive
 * `button_mark_done` returns wizards without context, produces the full quantity
   on an order with nothing producing, and renames an order closed with a backorder.
 * Access rights per user group; `read` of a missing id answers [].
+* Section 6, from a real Odoo 18 set up as docs/odoo.md says:
+  - `has_access` without an id list fails server-side (IndexError); with `[[]]` it
+    answers true or false;
+  - `button_mark_done` refuses a backorder of zero or less (ValidationError), and an
+    order of a lot-tracked product without `lot_producing_id` (UserError, naming the
+    product on the message's second line);
+  - `ir.model.data` may be read only with Administration / Access Rights, while
+    `check_object_reference` answers any user;
+  - an internal user without Maintenance / Equipment Manager finds only the equipment
+    it follows (an empty search, not an error);
+  - an activity assigned to another user is refused in `load()`'s messages when the
+    API user has no email address.
 
 A test can make it commit a call and then drop the connection (`drop_after`),
 expire a key, or turn on the login cool-down.
@@ -75,7 +87,7 @@ class F:
 MODELS: dict[str, dict[str, F]] = {
     "res.company": {"name": F("char", "Company Name", True)},
     "res.users": {"name": F("char", "Name", True), "login": F("char", "Login", True),
-                  "tz": F("char", "Timezone")},
+                  "tz": F("char", "Timezone"), "email": F("char", "Email")},
     "ir.model": {"model": F("char", "Model", True), "name": F("char", "Model Description")},
     "mail.activity.type": {"name": F("char", "Name", True)},
     "mrp.workcenter": {"name": F("char", "Work Center", True), "code": F("char", "Code"),
@@ -93,8 +105,14 @@ MODELS: dict[str, dict[str, F]] = {
                        "product_qty": F("float", "Quantity To Produce"),
                        "qty_producing": F("float", "Quantity Producing"),
                        "qty_produced": F("float", "Quantity Produced"),
-                       "backorder_sequence": F("integer", "Backorder Sequence")},
-    "product.product": {"name": F("char", "Name", True)},
+                       "backorder_sequence": F("integer", "Backorder Sequence"),
+                       "product_id": F("many2one", "Product", comodel="product.product"),
+                       "lot_producing_id": F("many2one", "Lot/Serial Number",
+                                             comodel="stock.lot")},
+    "product.product": {"name": F("char", "Name", True),
+                        "default_code": F("char", "Internal Reference"),
+                        "tracking": F("selection", "Tracking",
+                                      selection=("serial", "lot", "none"))},
     "stock.lot": {"name": F("char", "Lot/Serial Number", True),
                   "product_id": F("many2one", "Product", True, "product.product"),
                   "company_id": F("many2one", "Company", comodel="res.company")},
@@ -146,16 +164,32 @@ RIGHTS: dict[str, dict[str, str]] = {
     "mrp.workcenter": {"read": "base.group_user", "create": "mrp.group_mrp_manager"},
     "maintenance.request": {"read": "base.group_user", "create": "base.group_user",
                             "write": "base.group_user"},
-    "stock.lot": {"read": "stock.group_stock_user"},
+    "stock.lot": {"read": "stock.group_stock_user", "create": "stock.group_stock_user",
+                  "write": "stock.group_stock_user"},
+    "product.product": {"read": "base.group_user"},
+    # Equipment: internal users read (only what they follow, see _visible), managers write.
+    "maintenance.equipment": {"read": "base.group_user",
+                              "write": "maintenance.group_equipment_manager",
+                              "create": "maintenance.group_equipment_manager"},
+    # Section 6: search_read on ir.model.data needs Administration / Access Rights.
+    "ir.model.data": {"read": "base.group_erp_manager"},
 }
 DESCRIPTIONS = {"mrp.workcenter.productivity": "Workcenter Productivity Log",
                 "mrp.production": "Manufacturing Order", "mrp.workcenter": "Resources",
-                "stock.lot": "Lot/Serial", "maintenance.request": "Maintenance Request"}
+                "stock.lot": "Lot/Serial", "maintenance.request": "Maintenance Request",
+                "maintenance.equipment": "Maintenance Equipment", "ir.model.data": "Model Data",
+                "product.product": "Product Variant"}
 GROUP_NAMES = {"mrp.group_mrp_user": "Manufacturing/User",
                "mrp.group_mrp_manager": "Manufacturing/Administrator",
-               "stock.group_stock_user": "Inventory/User", "base.group_user": "Role/User"}
+               "stock.group_stock_user": "Inventory/User", "base.group_user": "Role/User",
+               "maintenance.group_equipment_manager": "Maintenance/Equipment Manager",
+               "base.group_erp_manager": "Administration/Access Rights"}
+# The groups docs/odoo.md tells an administrator to give the API user, and nothing more.
+DOCUMENTED_GROUPS = {"mrp.group_mrp_user", "stock.group_stock_user",
+                     "maintenance.group_equipment_manager"}
+# has_access is not among them: it is called on a (possibly empty) recordset.
 MODEL_METHODS = {"load", "search_read", "search_count", "search", "create",
-                 "check_object_reference", "context_get", "check_access_rights", "has_access"}
+                 "check_object_reference", "context_get", "check_access_rights"}
 SIGNATURES = {"load": ("fields", "data"), "search_read": ("domain", "fields", "offset", "limit",
                                                           "order"),
               "search_count": ("domain",), "search": ("domain",), "create": ("vals_list",),
@@ -202,6 +236,8 @@ class FakeOdoo:
         self.fail_with: Callable[[Call], Fault | None] | None = None
         self.cooldown = False
         self.http_errors: list[int] = []  # answered (with a proxy's HTML) before anything else
+        # Not Odoo: something in front of it that answers JSON-2 with HTTP 200 and this body.
+        self.proxy_ok_body: Any = None
         self.mark_done_wizard: dict[str, Any] | None = None  # e.g. pending quality checks
         self.runner: web.AppRunner | None = None
         self._seed()
@@ -235,8 +271,10 @@ class FakeOdoo:
             for n, name in enumerate(["New", "Confirmed", "Action Proposed", "Solved"], 1):
                 self.add("quality.alert.stage", {"name": name}, f"quality.quality_alert_stage_{n}")
 
-    def add_user(self, login: str, key: str, groups: set[str], tz: str = "Europe/Berlin") -> int:
-        uid = self.add("res.users", {"name": login.title(), "login": login, "tz": tz})
+    def add_user(self, login: str, key: str, groups: set[str], tz: str = "Europe/Berlin",
+                 email: str | None = None) -> int:
+        uid = self.add("res.users", {"name": login.title(), "login": login, "tz": tz,
+                                     "email": email or False})
         self.users[uid] = User(uid, login, groups | {"base.group_user"}, tz)
         self.keys[key] = uid
         return uid
@@ -245,19 +283,27 @@ class FakeOdoo:
         return self.add("mrp.workcenter", {"name": name, "code": code,
                                            "company_id": self.company})
 
-    def order(self, name: str, qty: float, state: str = "confirmed") -> int:
+    def order(self, name: str, qty: float, state: str = "confirmed",
+              product: int | None = None) -> int:
         return self.add("mrp.production", {"name": name, "state": state, "product_qty": qty,
                                            "qty_producing": 0.0, "qty_produced": 0.0,
-                                           "backorder_sequence": 0})
+                                           "backorder_sequence": 0,
+                                           "product_id": product or False})
+
+    def product(self, name: str, code: str, tracking: str = "none") -> int:
+        return self.add("product.product", {"name": name, "default_code": code,
+                                            "tracking": tracking})
 
     def lot(self, name: str) -> int:
         product = self.add("product.product", {"name": f"Product of {name}"})
         return self.add("stock.lot", {"name": name, "product_id": product})
 
-    def equipment(self, name: str, team_name: str | None = None) -> int:
+    def equipment(self, name: str, team_name: str | None = None,
+                  followers: tuple[int, ...] = ()) -> int:
         team = self.add("maintenance.team", {"name": team_name}) if team_name else False
         return self.add("maintenance.equipment", {"name": name, "maintenance_team_id": team,
-                                                  "company_id": self.company})
+                                                  "company_id": self.company,
+                                                  "followers": list(followers)})
 
     def of(self, model: str) -> list[dict[str, Any]]:
         return list(self.records[model].values())
@@ -340,6 +386,8 @@ class FakeOdoo:
     async def _json2(self, request: web.Request) -> web.StreamResponse:
         if (proxied := self._proxy_error()) is not None:
             return proxied
+        if self.proxy_ok_body is not None:
+            return web.json_response(self.proxy_ok_body)
         auth = request.headers.get("Authorization", "")
         uid = self.keys.get(auth[7:]) if auth.lower().startswith("bearer ") else None
         if uid is None:
@@ -388,6 +436,10 @@ class FakeOdoo:
         named = dict(call.params)
         context = named.pop("context", None) or {}
         ids: list[int] | None = None
+        if method == "has_access" and call.protocol == "jsonrpc" and not positional:
+            # Section 6: asked without an id list, Odoo 18 fails server-side (a traceback
+            # in its log every call).
+            raise Fault("builtins.IndexError", "tuple index out of range", 500)
         if method not in MODEL_METHODS:
             if call.protocol == "json2":
                 ids = named.pop("ids", [])
@@ -451,7 +503,8 @@ class FakeOdoo:
                 n: {"id": n, "module": key.split(".", 1)[0], "name": key.split(".", 1)[1],
                     "model": target[0], "res_id": target[1]}
                 for n, (key, target) in enumerate(self.xmlids.items(), 1)}
-        found = [r for r in self.records[model].values() if self._matches(r, domain or [])]
+        found = [r for r in self.records[model].values()
+                 if self._matches(r, domain or []) and self._visible(model, r, user)]
         found = found[offset:offset + limit if limit else None]
         return [self._view(model, r, fields) for r in found]
 
@@ -490,13 +543,24 @@ class FakeOdoo:
             self.records[model][i].update(vals)
         return True
 
+    def _visible(self, model: str, record: dict[str, Any], user: User) -> bool:
+        """Record rules: an internal user without Maintenance / Equipment Manager sees
+        only the equipment it follows (section 6; maintenance's equipment_rule_user)."""
+        if model != "maintenance.equipment":
+            return True
+        return ("maintenance.group_equipment_manager" in user.groups
+                or user.id in record.get("followers", ()))
+
     def _m_check_object_reference(self, model: str, user: User, context: dict[str, Any],
                                   module: str, xml_id: str) -> list[Any]:
+        # Section 6: answers users who may not read ir.model.data.
         found = self.xmlids.get(f"{module}.{xml_id}")
         if found is None:
             raise Fault("builtins.ValueError",
                         f"External ID not found in the system: {module}.{xml_id}", 500)
-        return [found[0], found[1]]
+        record = self.records[found[0]].get(found[1], {})
+        # Odoo's source: a record the user may not read comes back as [model, False].
+        return [found[0], found[1] if self._visible(found[0], record, user) else False]
 
     def _m_context_get(self, model: str, user: User, context: dict[str, Any]) -> dict[str, Any]:
         return {"lang": "en_US", "tz": user.tz, "uid": user.id}
@@ -508,7 +572,7 @@ class FakeOdoo:
             raise access_error(denied)
         return denied is None
 
-    def _m_has_access(self, model: str, user: User, context: dict[str, Any],
+    def _m_has_access(self, model: str, user: User, context: dict[str, Any], ids: list[int],
                       operation: str) -> bool:
         return self._check(model, operation, user) is None
 
@@ -581,6 +645,11 @@ class FakeOdoo:
             denied = self._check(model, op, user)
             if denied:
                 fail(denied)
+            assignee = vals.get("user_id")
+            if (model == "mail.activity" and assignee and assignee != user.id
+                    and not self.records["res.users"][user.id].get("email")):
+                # Section 6: the assignee is notified by email from the API user.
+                fail("Unable to send message, please configure the sender's email address.")
             if existing is None:
                 defaults = self._defaults(model, user)
                 merged = defaults | vals
@@ -642,6 +711,15 @@ class FakeOdoo:
             producing = order["qty_producing"] = order["product_qty"]  # the surprise
         if self.mark_done_wizard is not None:
             return self.mark_done_wizard
+        product = self.records["product.product"].get(order["product_id"])
+        if product and product["tracking"] in ("lot", "serial") and not order["lot_producing_id"]:
+            # Section 6: the message names the product on its second line.
+            raise user_error("You need to supply a Lot/Serial Number for product:\n- "
+                             f"[{product['default_code']}] {product['name']}")
+        if i in (context.get("mo_ids_to_backorder") or []) and producing >= order["product_qty"]:
+            # Section 6: a backorder of zero or less is refused.
+            raise validation_error("The operation cannot be completed: The quantity to "
+                                   "produce must be positive!")
         if not context.get("skip_consumption"):
             return {"type": "ir.actions.act_window", "res_model": "mrp.consumption.warning",
                     "name": "Consumption Warning", "views": [[False, "form"]],

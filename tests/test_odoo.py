@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from odoo_fake import FakeOdoo, Fault
+from odoo_fake import DOCUMENTED_GROUPS, FakeOdoo, Fault
 from test_https_uplink import Rig, backlog, until, until_async
 
 from agent.errors import ConfigError
@@ -98,7 +98,7 @@ def odoo_key(monkeypatch: pytest.MonkeyPatch) -> None:
 
 async def _fake(version: int, quality: bool = False, jsonrpc: bool = True) -> FakeOdoo:
     server = FakeOdoo(version=version, quality=quality, jsonrpc=jsonrpc)
-    server.add_user("floorlink", KEY, {"mrp.group_mrp_user", "stock.group_stock_user"})
+    server.add_user("floorlink", KEY, set(DOCUMENTED_GROUPS))
     server.press1 = server.workcenter("Press 1", "PRESS1")  # type: ignore[attr-defined]
     await server.start()
     return server

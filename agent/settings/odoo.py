@@ -4,6 +4,7 @@ events map onto Odoo records. Every mapping default can be changed per asset."""
 from __future__ import annotations
 
 import fnmatch
+import re
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints, model_validator
@@ -39,6 +40,16 @@ OdooEventFilter = Annotated[
     AfterValidator(_odoo_events),
     Field(description="Event types written to Odoo ('*' means every type Odoo can take)."),
 ]
+
+
+def _base_url(url: str) -> str:
+    """Refuse a URL that names one of Odoo's endpoints: floorlink adds the path itself."""
+    match = re.search(r"/(jsonrpc|json/2|xmlrpc/2|web)(/.*)?$", url.split("://", 1)[1])
+    if match:
+        base = url[:len(url) - len(match.group(0))]
+        raise ValueError(f"'{url}' ends in an Odoo endpoint ('{match.group(0)}'); give the "
+                         f"address users open, without it: url: {base}")
+    return url
 
 
 class DowntimeMapping(Strict):
@@ -116,7 +127,8 @@ class OdooUplink(Strict):
 
     id: Identifier
     type: Literal["odoo"]
-    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$")] = Field(
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$"),
+                   AfterValidator(_base_url)] = Field(
         description="Odoo's base URL, e.g. https://erp.example.com (no /jsonrpc)."
     )
     database: str = Field(min_length=1)
@@ -134,6 +146,11 @@ class OdooUplink(Strict):
     recheck: Duration = Field(
         default=300.0, ge=1,
         description="While paused on refused credentials, how often to try logging in again.",
+    )
+    login_check: Duration = Field(
+        default=900.0, ge=1, le=86400,
+        description="While there is nothing to send, log in again this often, so a key that "
+        "expired or was revoked raises the alarm before the next event needs it.",
     )
     batch_rows: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=100, description="Records written per load() call at most.")

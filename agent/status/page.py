@@ -123,9 +123,11 @@ def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
         state = ("paused" if u.get("alarm") else "connected" if u["connected"]
                  else "disconnected")
         age = u.get("oldest_pending_age_s")
+        accepted = u.get("credentials_accepted_at")
+        key = f'<br>key accepted {escape(str(accepted))}' if accepted else ""
         rows.append(_row(
             f'{escape(u["uplink"])}<br><span class=mute>{escape(u["type"])} '
-            f'{escape(u["target"])}</span>',
+            f'{escape(u["target"])}{key}</span>',
             f'<span class="{"ok" if state == "connected" else "bad"}">{state}</span>',
             f'{u.get("backlog", "?")}',
             _duration(age) if age is not None else "—",

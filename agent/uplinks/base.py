@@ -25,6 +25,7 @@ class UplinkHealth:
     skipped: int = 0  # events this uplink's `events` filter left out
     certificates: list[dict[str, object]] = field(default_factory=list)
     alarm: str | None = None  # set while the uplink cannot work until someone acts
+    credentials_accepted_at: float | None = None  # the upstream last took our key or login
     details: dict[str, object] = field(default_factory=dict)
 
 

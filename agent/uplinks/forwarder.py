@@ -196,8 +196,9 @@ class Forwarder:
                 self.uplink.health.last_delivered_at = time.time()
                 return True
             except UplinkRejected as exc:
+                # The dead letter keeps the whole reason; the log gets it on one line.
                 log.error("uplink %s rejected event %s (%s): %s; kept as a dead letter",
-                          self.uplink.id, event.id, event.type, exc,
+                          self.uplink.id, event.id, event.type, " ".join(str(exc).split()),
                           extra={"event_id": event.id, "uplink": self.uplink.id})
                 # An upstream may echo a credential back: keep it out of the buffer too.
                 answer = scrub(exc.answer) if exc.answer is not None else None

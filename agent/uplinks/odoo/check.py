@@ -7,6 +7,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ...settings.models import Config
 from ...settings.odoo import ODOO_EVENT_TYPES, OdooUplink
@@ -26,15 +27,27 @@ class Finding:
         return f"  {'ok     ' if self.ok else 'MISSING'} {self.text}"
 
 
-# (model, operation, what needs it), by event type.
-RIGHTS: dict[str, list[tuple[str, str]]] = {
-    "downtime": [("mrp.workcenter", "read"), ("mrp.workcenter.productivity", "create"),
-                 ("mrp.workcenter.productivity", "write")],
-    "production": [("mrp.production", "read"), ("mrp.production", "write")],
-    "quality": [("stock.lot", "read"), ("mail.activity", "create"), ("ir.model.data", "read")],
-    "maintenance": [("maintenance.equipment", "read"), ("maintenance.request", "create"),
-                    ("maintenance.request", "write")],
+MANUFACTURING_USER = "Manufacturing / User"
+INVENTORY_USER = "Inventory / User"
+INTERNAL_USER = "any internal user"
+EQUIPMENT_MANAGER = "Maintenance / Equipment Manager"
+
+# (model, operation, the Odoo group that grants it), by event family.
+RIGHTS: dict[str, list[tuple[str, str, str]]] = {
+    "downtime": [("mrp.workcenter", "read", MANUFACTURING_USER),
+                 ("mrp.workcenter.productivity", "create", MANUFACTURING_USER),
+                 ("mrp.workcenter.productivity", "write", MANUFACTURING_USER)],
+    "production": [("mrp.production", "read", MANUFACTURING_USER),
+                   ("mrp.production", "write", MANUFACTURING_USER)],
+    "quality": [("stock.lot", "read", INVENTORY_USER),
+                ("mail.activity", "create", INTERNAL_USER)],
+    "maintenance": [("maintenance.equipment", "read", INTERNAL_USER),
+                    ("maintenance.request", "create", INTERNAL_USER),
+                    ("maintenance.request", "write", INTERNAL_USER)],
 }
+# Only when an asset maps production.lot: closing an order of a lot-tracked product.
+LOT_RIGHTS = [("product.product", "read", INTERNAL_USER),
+              ("stock.lot", "create", INVENTORY_USER)]
 
 
 def _wants(settings: OdooUplink, family: str) -> bool:
@@ -63,8 +76,11 @@ async def _check_one(config: Config, settings: OdooUplink) -> int:
             print(Finding(False, f"login: {exc}").render())
             return EX_UNAVAILABLE
         version = f", Odoo {client.server_version}" if client.server_version else ""
+        accepted = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         print(Finding(True, f"logged in as '{settings.username}' (uid {client.uid}) over "
-                            f"{client.protocol}{version}").render())
+                            f"{client.protocol}{version}; key accepted at {accepted} (a "
+                            "non-admin user's key lasts at most 90 days in Odoo 18: note "
+                            "its renewal date)").render())
         findings = [f async for f in _findings(config, settings, client)]
     for finding in findings:
         print(finding.render())
@@ -79,8 +95,10 @@ async def _findings(config: Config, settings: OdooUplink,
     for family, rights in RIGHTS.items():
         if not _wants(settings, family):
             continue
-        for model, operation in rights:
-            yield await _right(client, model, operation, family)
+        if family == "production" and any(a.production.lot for a in config.assets):
+            rights = rights + LOT_RIGHTS
+        for model, operation, group in rights:
+            yield await _right(lookups, model, operation, family, group)
     for asset in config.assets:
         wanted = [("workcenter", _wants(settings, "downtime")
                    or settings.quality.mode == "quality_alert", "erp.odoo_workcenter"),
@@ -117,6 +135,8 @@ async def _findings(config: Config, settings: OdooUplink,
         if quality.assignee:
             yield await _found(lookups.user(quality.assignee),
                                f"hold assignee '{quality.assignee}'")
+            if quality.mode == "activity" and quality.assignee != settings.username:
+                yield await _sender_email(client, settings)
     if _wants(settings, "maintenance") and settings.maintenance.team:
         yield await _found(lookups.team(settings.maintenance.team),
                            f"maintenance team '{settings.maintenance.team}'")
@@ -141,19 +161,33 @@ async def _external_id(lookups: Lookups, xmlid: str, what: str, model: str) -> F
     return Finding(True, f"{what} {xmlid} (id {found[1]})")
 
 
-async def _right(client: OdooClient, model: str, operation: str, family: str) -> Finding:
+async def _right(lookups: Lookups, model: str, operation: str, family: str,
+                 group: str) -> Finding:
     try:
-        try:
-            allowed = await client.call(model, "has_access", operation=operation)
-        except OdooRefused as exc:
-            if "AttributeError" not in str(exc) and "does not exist" not in str(exc):
-                raise
-            # Odoo 17 has no has_access yet; check_access_rights answers the same.
-            allowed = await client.call(model, "check_access_rights", operation=operation,
-                                        raise_exception=False)
+        allowed = await lookups.may(model, operation)
     except OdooRefused as exc:
         return Finding(False, f"right to {operation} {model} (for {family}): {exc}")
+    if allowed is None:
+        return Finding(True, f"right to {operation} {model}: this Odoo cannot say; it needs "
+                             f"{group}")
     if allowed:
         return Finding(True, f"right to {operation} {model}")
     return Finding(False, f"right to {operation} {model}, needed for {family} events: give the "
-                          "API user the group docs/odoo.md names for it")
+                          f"API user the group {group}")
+
+
+async def _sender_email(client: OdooClient, settings: OdooUplink) -> Finding:
+    """Odoo emails the assignee of an activity from the API user, and refuses to
+    create one for another user when the API user has no email address."""
+    assert client.uid is not None
+    try:
+        rows = await client.call("res.users", "read", [client.uid], fields=["email"])
+    except OdooRefused as exc:
+        return Finding(False, f"email address of '{settings.username}': {exc}")
+    if rows and rows[0].get("email"):
+        return Finding(True, f"'{settings.username}' has an email address, needed to assign "
+                             f"holds to '{settings.quality.assignee}'")
+    return Finding(False, f"'{settings.username}' has no email address: Odoo refuses to assign "
+                          f"a hold's activity to '{settings.quality.assignee}' (\"Unable to "
+                          "send message, please configure the sender's email address.\"); set "
+                          "one in Settings > Users, or leave quality.assignee unset")

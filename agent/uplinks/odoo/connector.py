@@ -122,7 +122,14 @@ class OdooConnector:
 
     async def _work_forever(self) -> None:
         while True:
-            await self._wakeup.wait()
+            try:
+                async with asyncio.timeout(self.settings.login_check):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                # Idle: prove the key still works, so an expired or revoked one raises the
+                # alarm now and not when the next downtime needs it.
+                await self._until_answered(self._login_again)
+                continue
             self._wakeup.clear()
             while self._pending:
                 head = self._pending[0]
@@ -219,7 +226,7 @@ class OdooConnector:
             load = entry.plan
             assert isinstance(load, Load)
             mine = [m for m in errors if index in _rows_of(m)] or errors
-            entry.refuse(_explain_load(load, mine, self.settings.database),
+            entry.refuse(records.explain_load(load, mine, self.settings.database),
                          json.dumps(mine, ensure_ascii=False)[:1000])
         rest = [entry for index, entry in enumerate(batch) if index not in bad]
         if rest:
@@ -255,6 +262,13 @@ class OdooConnector:
                      self.settings.url, self.settings.database, client.protocol)
         return self._client
 
+    async def _login_again(self) -> None:
+        if self._client is None:
+            await self._ready()  # logs in
+        else:
+            await self._client.login()
+        log.debug("uplink %s: Odoo still accepts the API key", self.id)
+
     async def _until_answered(self, attempt: Callable[[], Awaitable[Any]]) -> Any:
         """Run `attempt` until Odoo answers it: transient failures wait and repeat,
         refused credentials pause the uplink; an OdooRefused goes to the caller."""
@@ -273,6 +287,9 @@ class OdooConnector:
             except OdooCredentials as exc:
                 await self._pause(exc)
                 continue
+            except OdooRefused:
+                self._answered()  # a refusal of this call: Odoo took the key
+                raise
             self._answered()
             return result
 
@@ -299,6 +316,7 @@ class OdooConnector:
             self.health.disconnects += 1
 
     def _answered(self) -> None:
+        self.health.credentials_accepted_at = time.time()
         if self.health.alarm is not None:
             log.info("uplink %s: Odoo accepts the API key again; resuming", self.id)
             self.health.alarm = None
@@ -371,8 +389,17 @@ class OdooConnector:
         close = rules.mark_done and data.get("trigger") == "work_order_change"
         orders = self._orders
         assert orders is not None
+        lot = str(data["lot"]) if data.get("lot") else None
+        asset = self._assets.get(asset_id)
+        if asset is not None and asset.production.lot:
+            no_lot = (f"The lot tag {asset.production.lot} of asset '{asset_id}' was empty when "
+                      "the order closed: the PLC must hold the finished lot's name there.")
+        else:
+            no_lot = (f"Asset '{asset_id}' maps no production.lot tag: map the PLC tag that "
+                      "holds the lot being produced (assets[].production.lot), or set the lot "
+                      "on the order in Odoo and replay this dead letter.")
         return lambda: orders.confirm(str(work_order), float(data.get("good_total") or 0),
-                                      close, rules.backorder)
+                                      close, rules.backorder, lot, no_lot)
 
     async def _hold_raise(self, entry: Pending, asset_id: str, asset: Asset | None) -> Plan:
         data = entry.data
@@ -410,7 +437,7 @@ class OdooConnector:
                 stage = records.quality_alert_done(hold_id, quality.alert_done_stage)
                 answer = await self._call_load(stage.model, list(stage.fields), [list(stage.row)])
                 if not answer.get("ids"):
-                    raise OdooRefused(_explain_load(stage, answer.get("messages") or [],
+                    raise OdooRefused(records.explain_load(stage, answer.get("messages") or [],
                                                     self.settings.database))
                 outcome = "alert moved to the done stage"
             else:
@@ -471,15 +498,3 @@ def _rows_of(message: dict[str, Any]) -> set[int]:
 
 def _rows_named(errors: list[dict[str, Any]], size: int) -> set[int]:
     return {row for message in errors for row in _rows_of(message) if 0 <= row < size}
-
-
-def _explain_load(load: Load, messages: list[dict[str, Any]], database: str) -> str:
-    texts = list(dict.fromkeys(str(m.get("message", "")).strip() for m in messages))
-    said = "; ".join(t for t in texts if t) or "no reason given"
-    hint = ""
-    if "not allowed" in said:
-        hint = " Give the API user the access right named above (docs/odoo.md lists them)."
-    elif "No matching record found for external id" in said:
-        hint = " Create that record in Odoo or correct the external id in the uplink's mapping."
-    return (f"Odoo database '{database}' refused {load.model} record {load.xmlid}: "
-            f"{said}.{hint}")

@@ -45,13 +45,25 @@ class Lookups:
             "code, or correct the asset's erp.odoo_workcenter")
 
     async def equipment(self, name_or_serial: str, asset: str) -> Found:
-        return await self._one(
-            "maintenance.equipment", name_or_serial,
-            ["|", ("name", "=", name_or_serial), ("serial_no", "=", name_or_serial)],
-            ["name", "maintenance_team_id", "technician_user_id", "company_id"],
-            f"equipment '{name_or_serial}' not found in database '{self.database}' (asset "
-            f"'{asset}'); create it in Maintenance > Equipment, or correct the asset's "
-            "erp.equipment")
+        try:
+            return await self._one(
+                "maintenance.equipment", name_or_serial,
+                ["|", ("name", "=", name_or_serial), ("serial_no", "=", name_or_serial)],
+                ["name", "maintenance_team_id", "technician_user_id", "company_id"],
+                f"equipment '{name_or_serial}' not found in database '{self.database}' (asset "
+                f"'{asset}'); create it in Maintenance > Equipment, or correct the asset's "
+                "erp.equipment")
+        except NotFound as exc:
+            # Odoo shows an internal user only the equipment it follows, and answers an
+            # empty search, not an error, for the rest: hidden looks the same as missing.
+            if await self.may("maintenance.equipment", "write") is not False:
+                raise
+            raise NotFound(
+                f"equipment '{name_or_serial}' not found in database '{self.database}', or not "
+                f"visible to this user (asset '{asset}'): make the API user a follower of the "
+                "equipment or grant it Maintenance / Equipment Manager; otherwise create the "
+                "equipment in Maintenance > Equipment, or correct the asset's erp.equipment"
+            ) from exc
 
     async def team(self, name: str) -> Found:
         return await self._one(
@@ -71,12 +83,45 @@ class Lookups:
             "Inventory (Products > Lots/Serial Numbers) before a hold can be put on it")
 
     async def external_id(self, xmlid: str) -> tuple[str, int] | None:
-        """(model, id) of an external id, or None if no record carries it."""
+        """(model, id) of an external id, or None if no record carries it.
+
+        `check_object_reference` answers any internal user; reading ir.model.data itself
+        needs Administration / Access Rights, which the API user must not need."""
         module, name = xmlid.split(".", 1)
-        rows = await self.client.call("ir.model.data", "search_read",
-                                      domain=[("module", "=", module), ("name", "=", name)],
-                                      fields=["model", "res_id"], limit=1)
-        return (str(rows[0]["model"]), int(rows[0]["res_id"])) if rows else None
+        try:
+            found = await self.client.call("ir.model.data", "check_object_reference",
+                                           module=module, xml_id=name)
+        except OdooRefused as exc:
+            if exc.answer and exc.answer.startswith("builtins.ValueError"):
+                return None  # no such external id
+            raise
+        if not isinstance(found, list) or len(found) != 2:
+            raise OdooRefused(f"Odoo answered check_object_reference({xmlid}) with "
+                              f"{str(found)[:80]!r}, not [model, id]")
+        model, record = found
+        if record is False:
+            # The record exists, but this user may not read it.
+            raise OdooRefused(f"the {model} record with external id {xmlid} exists but the API "
+                              "user may not read it; give the user the group that reads "
+                              f"{model} records")
+        return str(model), int(record)
+
+    async def may(self, model: str, operation: str) -> bool | None:
+        """Whether the API user has the right, or None when Odoo cannot say (Odoo 17
+        has no has_access; check_access_rights answers the same there)."""
+        try:
+            # Odoo 18 needs the (empty) id list: without it, has_access fails server-side
+            # with an IndexError.
+            answer = await self.client.call(model, "has_access", [], operation=operation)
+        except OdooRefused as exc:
+            if "AttributeError" not in str(exc.answer):
+                raise
+            try:
+                answer = await self.client.call(model, "check_access_rights",
+                                                operation=operation, raise_exception=False)
+            except OdooRefused:
+                return None
+        return bool(answer)
 
     def forget(self, model: str, key: str) -> None:
         self._cache.pop((model, key), None)

@@ -146,3 +146,25 @@ def quality_alert(hold_id: str, asset: str, data: dict[str, Any], *, lot: int,
 def quality_alert_done(hold_id: str, stage: str) -> Load:
     return make_load("quality.alert", [("id", external_id("qa", hold_id)),
                                        ("stage_id/id", stage)])
+
+
+def explain_load(load: Load, messages: list[dict[str, Any]], database: str) -> str:
+    """What Odoo said about a refused row, whole, and what to do about it."""
+    texts = list(dict.fromkeys(str(m.get("message", "")).strip() for m in messages))
+    said = "; ".join(t for t in texts if t) or "no reason given"
+    hint = ""
+    if "not allowed" in said:
+        hint = "Give the API user the access right named above (docs/odoo.md lists them)."
+    elif "No matching record found for external id" in said:
+        hint = "Create that record in Odoo or correct the external id in the uplink's mapping."
+    elif "configure the sender's email address" in said:
+        hint = ("The activity is assigned to another user, so Odoo notifies them by email from "
+                "the API user: give the API user an email address (Settings > Users).")
+    return sentence(f"Odoo database '{database}' refused {load.model} record {load.xmlid}: "
+                    f"{said}") + (f" {hint}" if hint else "")
+
+
+def sentence(text: str) -> str:
+    """`text` ending in exactly one full stop (Odoo's messages often bring their own)."""
+    text = text.rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."

@@ -30,6 +30,7 @@ from ..https import retry_after
 from ..tls import client_context, explain, ssl_cause
 
 EXCERPT = 300
+MESSAGE_LIMIT = 2000  # of an Odoo fault's message kept in a dead letter
 TRANSIENT_STATUS = frozenset({408, 409, 429, 502, 503, 504})
 # Exceptions Odoo raises when two transactions collide: the same call again succeeds.
 CONCURRENCY_FAULTS = ("SerializationFailure", "TransactionRollbackError", "ConcurrencyError",
@@ -74,7 +75,9 @@ class Fault:
 
     def raise_sorted(self, where: str) -> None:
         answer = f"{self.name}: {self.message}"[:EXCERPT]
-        text = self.message.strip().splitlines()[0] if self.message.strip() else self.name
+        # The whole message: Odoo often names the record on its second line ("You need to
+        # supply a Lot/Serial Number for product:\n- [B-200] Bracket B-200").
+        text = self.message.strip()[:MESSAGE_LIMIT] or self.name
         if self.short_name == "AccessDenied" or self.name == "werkzeug.exceptions.Unauthorized":
             if COOLDOWN in self.message:
                 # Odoo's login cool-down: wait it out, do not count as bad credentials.
@@ -147,14 +150,14 @@ class JsonRpcClient(OdooClient):
         s = self.settings
         uid = await self._rpc("common", "login",
                               [s.database, s.username, s.api_key.get_secret_value()])
-        if not uid:
+        if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
             # login answers `false`, not a fault, for a wrong or expired key.
             raise OdooCredentials(
                 f"Odoo at {self.base} refused user '{s.username}' with this API key in "
                 f"database '{s.database}': the key is wrong, expired or revoked, or the user "
                 "is archived; create a new API key for the user and set api_key",
                 "common.login returned false")
-        self.uid = int(uid)
+        self.uid = uid
 
     async def call(self, model: str, method: str, ids: list[int] | None = None, *,
                    context: dict[str, Any] | None = None, **named: Any) -> Any:
@@ -203,8 +206,15 @@ class Json2Client(OdooClient):
 
     async def login(self) -> None:
         context = await self.call("res.users", "context_get")
-        self.uid = int(context["uid"]) if isinstance(context, dict) and "uid" in context \
-            else None
+        uid = context.get("uid") if isinstance(context, dict) else None
+        if not isinstance(uid, int) or isinstance(uid, bool) or uid <= 0:
+            # An answer without a user is no login, whatever its HTTP status says.
+            raise OdooCredentials(
+                f"Odoo at {self.base} answered the login for database "
+                f"'{self.settings.database}' without a user id ({str(context)[:80]}); the key "
+                "was not accepted: check url, database and api_key",
+                f"res.users.context_get returned {str(context)[:EXCERPT]}")
+        self.uid = uid
 
     async def call(self, model: str, method: str, ids: list[int] | None = None, *,
                    context: dict[str, Any] | None = None, **named: Any) -> Any:
@@ -219,7 +229,13 @@ class Json2Client(OdooClient):
         response = await self._post(f"/json/2/{model}/{method}", body, headers)
         where = f"Odoo {model}.{method}"
         if response.status_code == 200:
-            return response.json() if response.content else None
+            try:
+                return response.json() if response.content else None
+            except ValueError as exc:
+                raise OdooCredentials(
+                    f"{where} answered HTTP 200 with something that is not JSON "
+                    f"({response.text[:80]!r}); this is not Odoo's JSON-2 API: check url and "
+                    "the proxy in front of Odoo", f"HTTP 200: {response.text[:EXCERPT]}") from exc
         fault = _fault_of(response)
         if fault is None:
             raise OdooCredentials(

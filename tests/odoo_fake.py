@@ -260,8 +260,10 @@ class FakeOdoo:
         self.add("ir.model", {"model": "stock.lot", "name": "Lot/Serial"}, "stock.model_stock_lot")
         self.todo = self.add("mail.activity.type", {"name": "To-Do"},
                              "mail.mail_activity_data_todo")
-        for n, name in enumerate(["Material Availability", "Equipment Failure", "Setup and "
-                                  "Adjustments", "Reduced Speed", "Process Defect"]):
+        # Odoo's own loss reasons and their external ids (mrp/data/mrp_data.xml): no 3.
+        for n, name in ((0, "Material Availability"), (1, "Equipment Failure"),
+                        (2, "Setup and Adjustments"), (4, "Reduced Speed"),
+                        (5, "Process Defect"), (6, "Reduced Yield"), (7, "Fully Productive Time")):
             self.add("mrp.workcenter.productivity.loss", {"name": name}, f"mrp.block_reason{n}")
         self.team = self.add("maintenance.team", {"name": "Internal Maintenance"},
                              "maintenance.equipment_team_maintenance")

@@ -560,8 +560,10 @@ class FakeOdoo:
         if found is None:
             raise Fault("builtins.ValueError",
                         f"External ID not found in the system: {module}.{xml_id}", 500)
+        # Odoo's source searches the target model as the user: no read right is an
+        # AccessError, and a record its rules hide comes back as [model, False].
+        self._allow(found[0], "read", user)
         record = self.records[found[0]].get(found[1], {})
-        # Odoo's source: a record the user may not read comes back as [model, False].
         return [found[0], found[1] if self._visible(found[0], record, user) else False]
 
     def _m_context_get(self, model: str, user: User, context: dict[str, Any]) -> dict[str, Any]:

@@ -53,3 +53,12 @@ def test_an_agent_not_running_says_so() -> None:
     page = render(StatusBoard(site="plant", agent="edge-1").snapshot())
     assert "<h1>Agent not running</h1>" in page
     assert "no devices configured" in page
+
+
+def test_the_page_says_when_the_erp_last_accepted_the_key() -> None:
+    board = StatusBoard(site="plant", agent="edge-1", alive=True)
+    board.uplinks = [UplinkHealth("erp", "odoo", "https://erp", connected=True,
+                                  credentials_accepted_at=1764687600.0)]
+    view = board.snapshot()
+    assert view["uplinks"][0]["credentials_accepted_at"] == "2025-12-02T15:00:00.000Z"
+    assert "key accepted 2025-12-02T15:00:00.000Z" in render(view)

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from buffer import Limits, Outbox, enforce
+from buffer import Outbox, enforce, free_space
 from drivers.base import Sample
 from drivers.runner import DeviceHealth, DriverFactory, run_device
 
@@ -100,7 +100,7 @@ class Agent:
         limits = config.buffer.limits
         self.outbox = outbox = await Outbox.open(
             config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous,
-            Limits(int(limits.size), int(limits.hard_size), limits.telemetry_age))
+            limits.to_limits())
         _report_opening(outbox)
         self.board.buffer_open = True
         self.board.other_certificates = _device_certificates(config)
@@ -278,6 +278,7 @@ class Agent:
         next_stats = 0.0
         while True:
             self.board.assets = pipeline.states
+            disk_full = outbox.pressure.is_set()
             outbox.pressure.clear()
             try:
                 for forwarder in self.forwarders:
@@ -285,6 +286,10 @@ class Agent:
                 await outbox.prune()
                 healthy = [u.id for u in self.uplinks if u.health.connected]
                 await enforce(outbox, healthy)
+                if disk_full:
+                    await free_space(outbox, healthy)
+                else:
+                    await outbox.keep_reserve()
                 if loop.time() >= next_stats:
                     # Counting a million-row backlog takes a while and shares the
                     # connection with the writer: refresh at most 5% of the time.

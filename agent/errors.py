@@ -48,6 +48,11 @@ class BufferError(FloorlinkError):
     pass
 
 
+class BufferFull(BufferError):
+    """No space for this write: the disk is full, or the buffer reached its ceiling. A
+    smaller write may still fit."""
+
+
 class DriverError(FloorlinkError):
     pass
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from buffer import Outbox
 from drivers.base import Sample
@@ -32,14 +33,23 @@ from .derive import (
     apply_stop,
     apply_tick,
 )
-from .errors import BufferError
-from .events import Event
+from .errors import BufferError, BufferFull
+from .events import Event, Lane
 
 log = logging.getLogger("floorlink.pipeline")
 
 TICK_INTERVAL = 0.2
 MAX_BATCHES_PER_COMMIT = 200
 DEVICE_KEY = "device:"  # device states share the table with assets; ':' is no identifier
+
+
+@dataclass(frozen=True)
+class _Derived:
+    """What one derivation produced, to be committed together or not at all."""
+
+    states: dict[str, AssetState]
+    device_states: dict[str, DeviceState]
+    events: list[Event]
 
 
 class Pipeline:
@@ -102,7 +112,22 @@ class Pipeline:
         return batches
 
     async def step(self, batches: list[list[Sample]]) -> list[Event]:
-        """Derive from `batches` (and the passing of time), then commit atomically."""
+        """Derive from `batches` (and the passing of time), then commit atomically.
+
+        When the disk has no room for all of it, the batches are derived and committed
+        again in halves, down to one read at a time: after a stall the queue holds many
+        reads, and one transaction of them all may need more space than the disk will
+        ever have, while each read alone fits."""
+        derived = self._derive(batches)
+        if len(batches) > 1:
+            try:
+                return await self._commit(derived, retry=False)
+            except BufferFull:
+                half = len(batches) // 2
+                return await self.step(batches[:half]) + await self.step(batches[half:])
+        return await self._commit(derived)
+
+    def _derive(self, batches: list[list[Sample]]) -> _Derived:
         now = self.clock()
         states = dict(self.states)
         device_states = dict(self.device_states)
@@ -132,8 +157,7 @@ class Pipeline:
             device_states[device_spec.id], produced = apply_device_tick(
                 device_spec, device_states[device_spec.id], now, self.ctx)
             events.extend(produced)
-        await self._commit(states, device_states, events)
-        return events
+        return _Derived(states, device_states, events)
 
     async def stop(self) -> list[Event]:
         """On a clean stop: confirm what was produced, so the ERP is current."""
@@ -143,11 +167,15 @@ class Pipeline:
         for spec in self.specs:
             states[spec.id], produced = apply_stop(spec, states[spec.id], now, self.ctx)
             events.extend(produced)
-        await self._commit(states, dict(self.device_states), events)
-        return events
+        return await self._commit(_Derived(states, dict(self.device_states), events))
 
-    async def _commit(self, states: dict[str, AssetState], device_states: dict[str, DeviceState],
-                      events: list[Event]) -> None:
+    async def _commit(self, derived: _Derived, retry: bool = True) -> list[Event]:
+        """Commit until it lands (or, without `retry`, raise BufferFull when the disk has
+        no room); the events committed. When not even one read fits, and retention freed
+        nothing in time, its business events and state go in without its telemetry, which
+        is counted as dropped: business events keep flowing while the disk is merely
+        tight."""
+        states, device_states = derived.states, derived.device_states
         # A state derivation did not touch is the committed object itself: skip its JSON
         # (a device with 2,500 tags is a 300 kB document).
         snapshot = {asset: st.to_json() for asset, st in states.items()
@@ -156,6 +184,8 @@ class Pipeline:
                          if st is not self.device_states.get(d)})
         changed = {key: text for key, text in snapshot.items()
                    if text != self._committed_json.get(key)}
+        events = derived.events
+
         def adopt() -> None:
             self.states, self.device_states = states, device_states
             self._committed_json.update(changed)
@@ -165,33 +195,47 @@ class Pipeline:
                 if self.on_event:
                     self.on_event(event)
 
-        if events or changed:
-            await self._commit_until_done(events, changed, adopt)
-        else:
+        if not (events or changed):
             adopt()
-
-    async def _commit_until_done(self, events: list[Event], states: dict[str, str],
-                                 adopt: Callable[[], None]) -> None:
-        attempt = 0
+            return events
+        attempt, shed = 0, 0
         while True:
             try:
-                await self._commit_once(events, states, adopt)
+                await self._commit_once(events, changed, adopt, shed)
                 if self.last_error:
                     log.info("buffer writable again; committed %d waiting events", len(events))
                     self.last_error = None
                 self.commits += 1
                 self.events_committed += len(events)
-                return
+                return events
+            except BufferFull as exc:
+                self._failed(exc)
+                if not retry:
+                    raise
+                telemetry = sum(1 for e in events if e.lane == Lane.TELEMETRY)
+                # The first refusal has retention drop the oldest telemetry (the writer
+                # waits one backoff for it); if that did not make room, this read's own
+                # telemetry goes, rather than holding back the drivers and their edges.
+                if telemetry and attempt > 0:
+                    log.warning("no room in the buffer even for one read: committing its "
+                                "business events and state without its %d telemetry "
+                                "event(s), counted as dropped", telemetry)
+                    events = [e for e in events if e.lane != Lane.TELEMETRY]
+                    shed += telemetry
+                    continue
             except BufferError as exc:
-                if self.last_error != str(exc):
-                    log.error("cannot commit to the buffer: %s", exc)
-                self.last_error = str(exc)
-                await asyncio.sleep(backoff_delay(attempt, cap=10.0))
-                self.heartbeat = time.monotonic()  # waiting for the disk is not a hang
-                attempt += 1
+                self._failed(exc)
+            await asyncio.sleep(backoff_delay(attempt, cap=10.0))
+            self.heartbeat = time.monotonic()  # waiting for the disk is not a hang
+            attempt += 1
+
+    def _failed(self, exc: BufferError) -> None:
+        if self.last_error != str(exc):
+            log.error("cannot commit to the buffer: %s", exc)
+        self.last_error = str(exc)
 
     async def _commit_once(self, events: list[Event], states: dict[str, str],
-                           adopt: Callable[[], None]) -> None:
+                           adopt: Callable[[], None], shed: int = 0) -> None:
         """One commit that a cancellation cannot abandon half-way.
 
         If the agent stops while a commit is on the connection's thread, the commit may
@@ -199,7 +243,7 @@ class Pipeline:
         confirmation would confirm the same parts a second time. So a cancellation
         waits for the outcome, adopts a landed commit, and only then propagates.
         """
-        attempt = asyncio.ensure_future(self.outbox.commit(events, states))
+        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed))
         try:
             await asyncio.shield(attempt)
         except asyncio.CancelledError:

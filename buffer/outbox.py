@@ -29,11 +29,12 @@ from typing import Any, Literal, Protocol
 
 import aiosqlite
 
-from agent.errors import BufferError
+from agent.errors import BufferError, BufferFull
 
 from .opening import NotUsable, Prepared, prepare
 from .recovery import Salvage
-from .retention import Limits
+from .retention import Limits, count_drops
+from .space import Reserve
 
 LANES = (0, 1, 2)
 LANE_CLASSES = {0: "hold", 1: "business", 2: "telemetry"}
@@ -111,6 +112,11 @@ class BufferStats:
     alarms: list[Alarm] = field(default_factory=list)
 
 
+# What the write-ahead log keeps of its file after a checkpoint; SQLite checkpoints on
+# its own at 1,000 pages (4 MB), so the log seldom holds more.
+WAL_SIZE_LIMIT = 4 * 1024 * 1024
+
+
 class Outbox:
     def __init__(self, db: aiosqlite.Connection, path: Path, prepared: Prepared,
                  uplinks: Sequence[str], limits: Limits) -> None:
@@ -126,6 +132,7 @@ class Outbox:
         self._lock = asyncio.Lock()
         self._listeners: list[Callable[[], None]] = []
         self.pressure = asyncio.Event()  # set when a write failed for lack of space
+        self.reserve = Reserve(path.with_name(path.name + ".reserve"), limits.reserve_bytes)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -159,6 +166,9 @@ class Outbox:
             await db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
             row = await (await db.execute("PRAGMA page_size")).fetchone()
             outbox.page_size = int(row[0]) if row else 4096
+            # After a checkpoint, the log goes back to this size: an outage's worth of
+            # log does not keep its disk space for ever.
+            await db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if limits.hard_bytes:
                 # A ceiling SQLite itself enforces: the file cannot outgrow the hard limit
                 # by more than a margin even if retention falls behind.
@@ -167,6 +177,7 @@ class Outbox:
         except sqlite3.Error as exc:
             await db.close()
             raise BufferError(f"cannot prepare the buffer {path}: {exc}") from exc
+        await asyncio.to_thread(outbox.reserve.take)
         return outbox
 
     async def close(self) -> None:
@@ -198,8 +209,12 @@ class Outbox:
         rows = await self._read("SELECT asset, state FROM asset_state")
         return {str(asset): str(state) for asset, state in rows}
 
-    async def commit(self, events: Sequence[CommittableEvent], states: dict[str, str]) -> None:
-        """Store events and the derivation state that produced them, atomically."""
+    async def commit(self, events: Sequence[CommittableEvent], states: dict[str, str],
+                     shed_telemetry: int = 0) -> None:
+        """Store events and the derivation state that produced them, atomically.
+
+        `shed_telemetry` counts telemetry derived but left out for want of space: it is
+        counted as dropped, and alarmed, in the same transaction."""
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
@@ -211,6 +226,10 @@ class Outbox:
                 "INSERT INTO asset_state (asset, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(asset) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", state_rows)
+            if shed_telemetry:
+                await count_drops(db, self.uplinks or ["-"], "telemetry", shed_telemetry,
+                                  "the disk was full: telemetry was left out so that business "
+                                  "events and derivation state still fit")
         if event_rows:
             self._notify()
 
@@ -325,6 +344,24 @@ class Outbox:
                     removed += max(cursor.rowcount, 0)
         return removed
 
+    async def make_room(self) -> None:
+        """The disk is full: give back the reserve, and fold the log into the file."""
+        await asyncio.to_thread(self.reserve.release)
+        await self.checkpoint()
+
+    async def checkpoint(self) -> None:
+        """Copy the log into the file and start it over (best effort: on a full disk the
+        file may have no room to grow). RESTART, not TRUNCATE: the log file keeps its
+        blocks (up to WAL_SIZE_LIMIT), the room the next DELETE on a full disk needs."""
+        async with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                await self._db.execute("PRAGMA wal_checkpoint(RESTART)")
+
+    async def keep_reserve(self) -> None:
+        """Take the reserve again once the disk has room for it."""
+        if self.limits.reserve_bytes and not self.reserve.held:
+            await asyncio.to_thread(self.reserve.take)
+
     async def _lane_floor(self, lane: int, uplinks: Sequence[str]) -> int:
         """The highest position every one of `uplinks` has acknowledged in `lane`."""
         placeholders = ",".join("?" * len(uplinks))
@@ -430,9 +467,10 @@ class Outbox:
             limit = (f" or the buffer reached its ceiling (buffer.limits.hard_size "
                      f"{self.limits.hard_bytes / 1e6:g} MB + 10%)" if self.limits.hard_bytes
                      else "")
-            return BufferError(
+            return BufferFull(
                 f"no space to write {self.path}: the disk is full{limit}. Nothing committed "
-                "was lost; retention frees space and the write is retried")
+                "was lost; retention frees space, telemetry goes first, and the write is "
+                "retried in smaller pieces")
         if "readonly" in text or "read-only" in text:
             return BufferError(f"{self.path} is read-only; the agent needs write access to it")
         return BufferError(f"buffer {self.path}: {text}")

@@ -3,13 +3,15 @@
 Three limits, enforced in this order by `enforce()`:
 
 1. `telemetry_age`: raw telemetry older than this is dropped.
-2. `size` (soft): above it, raw telemetry is dropped, oldest first (while an
-   uplink is down, only telemetry that no healthy uplink still needs).
+2. `size` (soft): above it, raw telemetry is dropped, oldest first, while every
+   uplink is delivering. While an uplink is down, the excess is its backlog, which
+   it will want when it is back: that waits for the hard limit.
 3. `hard_size`: above it, business events are dropped too, oldest first,
    holds last, with a loud alarm.
 
 Every drop is counted per uplink that had not yet received the event, and
-per class (hold, business, telemetry). Whatever a limit drops, it first takes
+per class (hold, business, telemetry), and raises the alarm `buffer.dropped`,
+which stays until someone acknowledges it. Whatever a limit drops, it first takes
 rows that only *unhealthy* uplinks still need (positions every healthy uplink
 has already acknowledged): a dead uplink loses its own oldest backlog, and a
 healthy one never loses an event while that is possible.
@@ -36,6 +38,7 @@ log = logging.getLogger("floorlink.buffer")
 CHUNK_ROWS = 2000
 FILL_ALARM = "buffer.fill"
 HARD_LIMIT_ALARM = "buffer.hard_limit"
+DROPPED_ALARM = "buffer.dropped"
 WARN_AT, CRITICAL_AT = 0.80, 0.95
 TELEMETRY, BUSINESS, HOLD = 2, 1, 0
 CLASSES = {HOLD: "hold", BUSINESS: "business", TELEMETRY: "telemetry"}
@@ -46,10 +49,11 @@ class Limits:
     size_bytes: int = 0  # 0: no soft limit
     hard_bytes: int = 0  # 0: no hard limit
     telemetry_age: float = 0.0  # seconds; 0: no age limit
+    reserve_bytes: int = 0  # disk space held back for a full disk (see space.py); 0: none
 
     def as_dict(self) -> dict[str, float]:
         return {"size_bytes": self.size_bytes, "hard_bytes": self.hard_bytes,
-                "telemetry_age_s": self.telemetry_age}
+                "telemetry_age_s": self.telemetry_age, "reserve_bytes": self.reserve_bytes}
 
 
 @dataclass
@@ -69,15 +73,18 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
     result = Enforced()
     if limits.telemetry_age:
         cutoff = now - limits.telemetry_age
-        while await _drop_oldest(outbox, TELEMETRY, healthy, result, older_than=cutoff):
+        why = f"telemetry_age ({limits.telemetry_age:g} s)"
+        while await _drop_oldest(outbox, TELEMETRY, healthy, result, older_than=cutoff,
+                                 why=why):
             pass
-    if limits.size_bytes:
-        # While some uplink is down, the excess is its backlog: the soft limit then takes
-        # only telemetry nobody healthy needs, and the rest waits for the hard limit.
-        someone_down = bool(set(outbox.uplinks) - set(healthy))
+    # While an uplink is down, what lies above the soft limit is its backlog, which it
+    # wants when it comes back: a plant sized the disk (hard_size) for outages. So the
+    # soft limit trims only a backlog that grows while every uplink is up (an uplink
+    # slower than the line), and a dead uplink's backlog waits for the hard limit.
+    if limits.size_bytes and set(outbox.uplinks) <= set(healthy):
         while await outbox.used_bytes() > limits.size_bytes:
-            if not await _drop_oldest(outbox, TELEMETRY, healthy, result,
-                                      only_unhealthy=someone_down):
+            if not await _drop_oldest(outbox, TELEMETRY, healthy, result, why="the soft "
+                                      f"limit ({limits.size_bytes / 1e6:g} MB)"):
                 break
     if limits.hard_bytes:
         hard_before = result.total("business") + result.total("hold")
@@ -87,7 +94,9 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
             for lane in (TELEMETRY, BUSINESS, HOLD):
                 while await outbox.used_bytes() > limits.hard_bytes:
                     if not await _drop_oldest(outbox, lane, healthy, result,
-                                              only_unhealthy=only_unhealthy):
+                                              only_unhealthy=only_unhealthy,
+                                              why=f"the hard limit ({limits.hard_bytes / 1e6:g}"
+                                              " MB)"):
                         break
         lost = result.total("business") + result.total("hold") - hard_before
         if lost:
@@ -103,8 +112,22 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
     return result
 
 
+async def free_space(outbox: Outbox, healthy: Sequence[str]) -> Enforced:
+    """The disk is full below the limits: drop one chunk of the oldest telemetry, so that
+    business events keep fitting (telemetry goes first, as at every limit)."""
+    result = Enforced()
+    await outbox.make_room()
+    await _drop_oldest(outbox, TELEMETRY, healthy, result, why="the disk was full")
+    await outbox.checkpoint()  # the freed pages now take new events without growing the file
+    if result.total("telemetry"):
+        log.warning("the disk is full: dropped the oldest telemetry: %s",
+                    _describe(result.dropped))
+    return result
+
+
 async def _drop_oldest(outbox: Outbox, lane: int, healthy: Sequence[str], result: Enforced,
-                       older_than: float | None = None, only_unhealthy: bool = False) -> bool:
+                       older_than: float | None = None, only_unhealthy: bool = False,
+                       why: str = "a limit") -> bool:
     """Delete one chunk of the oldest rows of `lane`; False when nothing was eligible.
 
     Rows every healthy uplink already acknowledged go first; unless `only_unhealthy`,
@@ -120,7 +143,7 @@ async def _drop_oldest(outbox: Outbox, lane: int, healthy: Sequence[str], result
             upper = await _chunk_end(db, lane, ceiling, older_than)
             if upper is None:
                 continue
-            await _count_drops(db, outbox.uplinks, lane, upper, result)
+            await _count_drops(db, outbox.uplinks, lane, upper, result, why)
             cursor = await db.execute("DELETE FROM events WHERE lane = ? AND position <= ?",
                                       (lane, upper))
             result.deleted_rows += max(cursor.rowcount, 0)
@@ -155,9 +178,8 @@ async def _healthy_floor(outbox: Outbox, lane: int, healthy: Sequence[str]) -> i
 
 
 async def _count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], lane: int, upper: int,
-                       result: Enforced) -> None:
+                       result: Enforced, why: str) -> None:
     kind = CLASSES[lane]
-    now = time.time()
     targets: list[tuple[str, int]] = []
     if not uplinks:
         targets.append(("-", 0))
@@ -175,10 +197,34 @@ async def _count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], lane: i
             continue
         by_class = result.dropped.setdefault(uplink, {})
         by_class[kind] = by_class.get(kind, 0) + count
+        await count_drops(db, [uplink], kind, count, why)
+
+
+async def count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], kind: str, count: int,
+                      why: str) -> None:
+    """Count `count` events of class `kind` as lost to each of `uplinks`, and raise the
+    alarm that says so, in the caller's transaction."""
+    now = time.time()
+    for uplink in uplinks:
         await db.execute(
             "INSERT INTO drops (uplink, class, count, last_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(uplink, class) DO UPDATE SET count = count + excluded.count, "
             "last_at = excluded.last_at", (uplink, kind, count, now))
+    totals: dict[str, int] = {}
+    for row in await (await db.execute(
+            "SELECT class, MAX(count) FROM drops GROUP BY class")).fetchall():
+        totals[str(row[0])] = int(row[1])
+    serious = totals.get("business", 0) or totals.get("hold", 0)
+    counts = ", ".join(f"{totals.get(k, 0)} {k}" for k in ("hold", "business", "telemetry"))
+    message = (f"events were dropped from the buffer: {counts} so far; the latest because of "
+               f"{why}. They are counted per uplink in `floorlink buffer stats`. Acknowledge "
+               f"with `floorlink buffer alarms --clear {DROPPED_ALARM}`")
+    # Stays until acknowledged: clearing it is a person's statement that they know.
+    await db.execute(
+        "INSERT INTO alarms (key, severity, message, raised_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
+        "message = excluded.message", (DROPPED_ALARM, "critical" if serious else "warning",
+                                       message, now))
 
 
 async def _fill_alarm(outbox: Outbox, fill: float) -> None:

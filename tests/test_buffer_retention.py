@@ -70,7 +70,41 @@ async def test_the_soft_limit_drops_the_oldest_telemetry_only(tmp_path: Path) ->
         assert kept == [f"telemetry-{n}" for n in range(dropped, 1500)]  # oldest went first
         assert len(await ids(box, Lane.BUSINESS)) == 400
         assert len(await ids(box, Lane.HOLD)) == 20
-        assert not await box.alarms()  # 1 MB of a 3 MB hard limit: no fill warning yet
+        # 1 MB of a 3 MB hard limit: no fill warning yet, but the drop is an alarm.
+        [alarm] = await box.alarms()
+        assert (alarm.key, alarm.severity) == ("buffer.dropped", "warning")
+        assert f"0 hold, 0 business, {dropped} telemetry" in alarm.message
+        assert "the soft limit (1 MB)" in alarm.message
+        await enforce(box, ["u1"])
+        assert [a.key for a in await box.alarms()] == ["buffer.dropped"]  # stays ...
+        assert await box.clear_alarm("buffer.dropped") == 1  # ... until acknowledged
+    finally:
+        await box.close()
+
+
+async def test_a_dead_uplinks_backlog_waits_for_the_hard_limit(tmp_path: Path) -> None:
+    """docs/buffer.md: the soft limit trims telemetry only while every uplink delivers; a
+    dead uplink's backlog, telemetry included, is kept up to the hard limit."""
+    limits = Limits(size_bytes=1_000_000, hard_bytes=3_000_000)
+    box = await Outbox.open(tmp_path / "b.db", ["u1"], limits=limits)
+    try:
+        await fill(box, Lane.TELEMETRY, 1600)
+        assert 2 * limits.size_bytes < await box.used_bytes() < limits.hard_bytes
+        result = await enforce(box, [])  # its only uplink is down
+        assert result.dropped == {}
+        assert len(await ids(box, Lane.TELEMETRY)) == 1600
+        assert "buffer.dropped" not in [a.key for a in await box.alarms()]
+        added = 1600
+        while await box.used_bytes() <= limits.hard_bytes:  # past the hard limit
+            await fill(box, Lane.TELEMETRY, 50, start=added)
+            added += 50
+        result = await enforce(box, [])
+        assert await box.used_bytes() <= limits.hard_bytes
+        lost = result.dropped["u1"]["telemetry"]
+        assert lost > 0
+        alarms = {a.key: a for a in await box.alarms()}
+        assert f"{lost} telemetry" in alarms["buffer.dropped"].message
+        assert "the hard limit (3 MB)" in alarms["buffer.dropped"].message
     finally:
         await box.close()
 

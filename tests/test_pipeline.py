@@ -70,33 +70,39 @@ async def test_state_and_telemetry_survive_a_restart(tmp_path: Path) -> None:
     await second.outbox.close()
 
 
-async def test_a_full_disk_holds_the_writer_and_loses_nothing_once_space_returns(
+async def test_a_full_disk_keeps_business_events_flowing_and_counts_the_telemetry_it_sheds(
         tmp_path: Path) -> None:
+    """No room for a read's 200 telemetry events: the stop it also carries is committed
+    with the state, the telemetry is counted as dropped with an alarm, and nothing is
+    held back. Once space returns, telemetry flows again."""
     clock = [1000.0]
     pipeline = await make_pipeline(tmp_path / "b.db", clock)
     await pipeline.step([[Sample("plc", "state", 1, "good", 1000.0),
                           Sample("plc", "good", 10, "good", 1000.0)]])
-    async with pipeline.outbox.transaction() as db:  # no page to spare: like a full disk
+    async with pipeline.outbox.transaction() as db:  # a few pages to spare: a tight disk
         pages = await (await db.execute("PRAGMA page_count")).fetchone()
         assert pages is not None
-        await db.execute(f"PRAGMA max_page_count = {pages[0]}")
+        await db.execute(f"PRAGMA max_page_count = {pages[0] + 2}")
     clock[0] = 1001.0
     readings = [Sample("plc", "temp", 20 + n, "good", 1001.0) for n in range(0, 400, 2)]
-    step = asyncio.create_task(pipeline.step([readings]))
-    for _ in range(100):
-        await asyncio.sleep(0.05)
-        if pipeline.last_error:
-            break
-    assert pipeline.last_error is not None
-    assert "no space to write" in pipeline.last_error
-    assert not step.done()  # held, retrying: the samples are not thrown away
+    stop = Sample("plc", "state", 3, "good", 1001.0)
+    events = await asyncio.wait_for(pipeline.step([[*readings, stop]]), 10)
+    assert [e.type for e in events] == ["machine.state_changed"]
+    assert pipeline.last_error is None
+    assert [r.type for r in await pipeline.outbox.fetch(Lane.BUSINESS, 0, 100)][-1] == \
+        "machine.state_changed"
+    assert await pipeline.outbox.fetch(Lane.TELEMETRY, 0, 1000) == []
+    stats = await pipeline.outbox.stats()
+    assert stats.drops == {"-": {"telemetry": 200}}  # exactly what was left out
+    [alarm] = [a for a in stats.alarms if a.key == "buffer.dropped"]
+    assert "200 telemetry" in alarm.message
+    assert "the disk was full" in alarm.message
+    assert pipeline.states["press-1"].machine_state == "down"
     async with pipeline.outbox.transaction() as db:
         await db.execute("PRAGMA max_page_count = 1000000")
-    events = await asyncio.wait_for(step, 15)
-    assert len(events) == 200  # every reading moved past the deadband
-    assert pipeline.last_error is None
-    rows = await pipeline.outbox.fetch(Lane.TELEMETRY, 0, 1000)
-    assert [r.id for r in rows] == [e.id for e in events]  # each once, in order
+    clock[0] = 1002.0
+    events = await pipeline.step([[Sample("plc", "temp", 500, "good", 1002.0)]])
+    assert [e.type for e in events] == ["telemetry"]
     async with pipeline.outbox.transaction() as db:
         verdict = await (await db.execute("PRAGMA integrity_check")).fetchone()
     assert verdict is not None

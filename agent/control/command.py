@@ -20,7 +20,7 @@ from typing import IO, Any
 
 import httpx
 
-from buffer import Limits, Outbox
+from buffer import Outbox
 
 from ..errors import BufferError
 from ..settings.models import Config
@@ -68,8 +68,7 @@ async def _direct(args: argparse.Namespace, config: Config, since: float) -> int
     limits = config.buffer.limits
     outbox = await Outbox.open(config.buffer.path, [u.id for u in config.uplinks],
                                config.buffer.synchronous,
-                               Limits(int(limits.size), int(limits.hard_size),
-                                      limits.telemetry_age))
+                               limits.to_limits())
     try:
         if args.action == "stats":
             _print_json(await operations.stats(outbox))

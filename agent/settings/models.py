@@ -11,7 +11,7 @@ import ipaddress
 import re
 import socket
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -37,6 +37,9 @@ from .base import (
 )
 from .durations import Duration, parse_duration
 from .odoo import OdooUplink
+
+if TYPE_CHECKING:
+    from buffer.retention import Limits
 
 # ---------------------------------------------------------------- devices
 
@@ -527,6 +530,21 @@ class BufferLimits(Strict):
         default=7 * 86400.0, ge=0,
         description="Raw telemetry older than this is dropped (0: keep until a size limit).",
     )
+    reserve: ByteSize = Field(
+        default=ByteSize(16_000_000),
+        description=(
+            "Disk space set aside beside the buffer (buffer.db.reserve) while the disk has "
+            "room. When the disk fills up, it is released so that the oldest telemetry can "
+            "be dropped and business events keep fitting; it is taken again when space "
+            "returns. 0: none."
+        ),
+    )
+
+    def to_limits(self) -> Limits:
+        from buffer.retention import Limits  # the settings stay importable without SQLite
+
+        return Limits(int(self.size), int(self.hard_size), self.telemetry_age,
+                      int(self.reserve))
 
     @model_validator(mode="after")
     def _hard_above_soft(self) -> BufferLimits:
@@ -537,6 +555,9 @@ class BufferLimits(Strict):
                              "telemetry goes first, business events last")
         if self.hard_size < 1_000_000:
             raise ValueError("hard_size below 1MB leaves no room to buffer an outage")
+        if 0 < self.reserve < 8_000_000:
+            raise ValueError("reserve must be 0 or at least 8MB: twice what the buffer's "
+                             "write-ahead log may hold between checkpoints (4 MB)")
         return self
 
 

@@ -285,9 +285,10 @@ class Agent:
                     await forwarder.flush()  # drops are counted against fresh cursors
                 await outbox.prune()
                 healthy = [u.id for u in self.uplinks if u.health.connected]
-                await enforce(outbox, healthy)
+                handed = {f.uplink.id: f.handed for f in self.forwarders}
+                await enforce(outbox, healthy, handed=handed)
                 if disk_full:
-                    await free_space(outbox, healthy)
+                    await free_space(outbox, healthy, handed)
                 else:
                     await outbox.keep_reserve()
                 if loop.time() >= next_stats:

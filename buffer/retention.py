@@ -56,21 +56,27 @@ class Limits:
                 "telemetry_age_s": self.telemetry_age, "reserve_bytes": self.reserve_bytes}
 
 
+Handed = dict[str, dict[int, int]]  # uplink -> lane -> last position handed to it
+
+
 @dataclass
 class Enforced:
     dropped: dict[str, dict[str, int]] = field(default_factory=dict)  # uplink -> class -> n
     deleted_rows: int = 0
     fill: float | None = None
+    handed: Handed = field(default_factory=dict)
 
     def total(self, kind: str) -> int:
         return max((by_class.get(kind, 0) for by_class in self.dropped.values()), default=0)
 
 
-async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = None) -> Enforced:
-    """Apply the limits once; `healthy` names the uplinks currently delivering."""
+async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = None,
+                  handed: Handed | None = None) -> Enforced:
+    """Apply the limits once; `healthy` names the uplinks currently delivering, `handed`
+    what each uplink already holds (see Forwarder.handed): not lost if its row goes."""
     limits = outbox.limits
     now = time.time() if now is None else now
-    result = Enforced()
+    result = Enforced(handed=handed or {})
     if limits.telemetry_age:
         cutoff = now - limits.telemetry_age
         why = f"telemetry_age ({limits.telemetry_age:g} s)"
@@ -112,10 +118,11 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
     return result
 
 
-async def free_space(outbox: Outbox, healthy: Sequence[str]) -> Enforced:
+async def free_space(outbox: Outbox, healthy: Sequence[str],
+                     handed: Handed | None = None) -> Enforced:
     """The disk is full below the limits: drop one chunk of the oldest telemetry, so that
     business events keep fitting (telemetry goes first, as at every limit)."""
-    result = Enforced()
+    result = Enforced(handed=handed or {})
     await outbox.make_room()
     await _drop_oldest(outbox, TELEMETRY, healthy, result, why="the disk was full")
     await outbox.checkpoint()  # the freed pages now take new events without growing the file
@@ -187,7 +194,9 @@ async def _count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], lane: i
         row = await (await db.execute(
             "SELECT position FROM cursors WHERE uplink = ? AND lane = ?", (uplink, lane)
         )).fetchone()
-        targets.append((uplink, int(row[0]) if row else 0))
+        # What the uplink already holds reaches it without the row: not a loss to it.
+        holds = result.handed.get(uplink, {}).get(lane, 0)
+        targets.append((uplink, max(int(row[0]) if row else 0, holds)))
     for uplink, acknowledged in targets:
         row = await (await db.execute(
             "SELECT COUNT(*) FROM events WHERE lane = ? AND position > ? AND position <= ?",

@@ -60,6 +60,15 @@ class Forwarder:
     def in_flight(self) -> int:
         return sum(len(lane) for lane in self._in_flight.values())
 
+    @property
+    def handed(self) -> dict[int, int]:
+        """Per lane, the last position read from the buffer. An event up to there that is
+        not acknowledged yet is in memory (fetched and queued here, in paho's queue, in a
+        retry) and is delivered even if retention deletes its row: it is not lost."""
+        return {lane: max(self._read_to.get(lane, 0),
+                          queue[-1].position if queue else 0)
+                for lane, queue in self._queued.items()}
+
     async def run(self) -> None:
         cursors = await self.outbox.cursors(self.uplink.id)
         self._read_to, self._acked_to, self._flushed = dict(cursors), dict(cursors), dict(cursors)

@@ -141,8 +141,35 @@ async def test_mutual_tls_and_an_expiring_server_certificate(
         assert expiring["client"]["expiring"] is False
         await asyncio.sleep(2)
         assert not without.health.connected  # no client certificate, no session
+        # ... and it says so, with what to change: under TLS 1.3 the broker refuses after
+        # the handshake and paho calls no connect callback, so this used to be silent.
+        assert without.health.last_error is not None
+        assert "the server requires a client certificate" in without.health.last_error
+        assert without.health.last_error.endswith("set tls.cert_file and tls.key_file")
+        assert without.health.next_attempt_at is not None
     finally:
         await without.close()
+        await uplink.close()
+        broker.stop()
+
+
+async def test_a_client_certificate_from_another_ca_is_named(
+        tmp_path: Path, pki: tuple[TestCa, TestCa], caplog: pytest.LogCaptureFixture) -> None:
+    plant, stranger = pki
+    broker = TlsBroker(tmp_path, plant.issue("broker", ["127.0.0.1"]), plant,
+                       require_client_cert=True)
+    foreign = stranger.issue("edge", [], client=True)
+    tls = f"{{ca_file: {plant.path}, cert_file: {foreign.cert}, key_file: {foreign.key}}}"
+    uplink = publisher(tmp_path, broker.port, tls)
+    try:
+        await uplink.start()
+        await settle(uplink)
+        assert not uplink.health.connected
+        assert uplink.health.last_error is not None
+        assert "the server refused the client certificate" in uplink.health.last_error
+        assert "must be signed by a CA the server trusts" in uplink.health.last_error
+        assert "refused the client certificate" in caplog.text  # in the log too, once
+    finally:
         await uplink.close()
         broker.stop()
 

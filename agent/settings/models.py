@@ -615,6 +615,12 @@ class MqttUplink(Strict):
     status_topic: str = "floorlink/{site}/{agent}/status"
     qos: Literal[1, 2] = 1
     keepalive: Duration = Field(default=30.0, ge=5)
+    reconnect_max: Duration = Field(
+        default=10.0, ge=1, le=300,
+        description="Longest wait between two connection attempts. The wait starts near "
+        "1 s and doubles after each failed attempt up to this; a broker that accepts the "
+        "connection starts it over.",
+    )
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=20, description="Unacknowledged messages on the wire; 20-100 is the sweet spot."
     )

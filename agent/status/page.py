@@ -125,6 +125,8 @@ def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
         age = u.get("oldest_pending_age_s")
         accepted = u.get("credentials_accepted_at")
         key = f'<br>key accepted {escape(str(accepted))}' if accepted else ""
+        retry = u.get("next_attempt_at") if state != "connected" else None
+        key += f'<br>next try {escape(str(retry))}' if retry else ""
         rows.append(_row(
             f'{escape(u["uplink"])}<br><span class=mute>{escape(u["type"])} '
             f'{escape(u["target"])}{key}</span>',

@@ -26,6 +26,7 @@ class UplinkHealth:
     certificates: list[dict[str, object]] = field(default_factory=list)
     alarm: str | None = None  # set while the uplink cannot work until someone acts
     credentials_accepted_at: float | None = None  # the upstream last took our key or login
+    next_attempt_at: float | None = None  # while disconnected: when the next try is due
     details: dict[str, object] = field(default_factory=dict)
 
 

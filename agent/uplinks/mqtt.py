@@ -63,6 +63,12 @@ class MqttPublisher:
         # per burst instead of one per message keeps the two threads from ping-ponging.
         self._acks: deque[tuple[int, bool, str]] = deque()
         self._acks_wakeup_pending = False
+        # paho's reconnect delay, mirrored to show the next attempt: it starts at
+        # _min_delay, doubles after each failed attempt up to reconnect_max, and starts
+        # over once a CONNACK accepted us. Each agent starts from its own random delay,
+        # so a fleet does not reconnect in lockstep after the broker restarts.
+        self._min_delay = random.uniform(0.5, 1.5)
+        self._delay: float | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -77,8 +83,8 @@ class MqttPublisher:
         client.max_queued_messages_set(0)
         # Each agent starts its doubling from its own random delay, so a fleet does not
         # reconnect in lockstep after the broker restarts.
-        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5),  # type: ignore[arg-type]
-                                   max_delay=30)
+        client.reconnect_delay_set(min_delay=self._min_delay,  # type: ignore[arg-type]
+                                   max_delay=self.settings.reconnect_max)  # type: ignore[arg-type]
         if self._context is not None:
             assert self.settings.tls is not None
             client.tls_set_context(self._context)
@@ -197,12 +203,24 @@ class MqttPublisher:
                 self._refused_logged = reason
             return
         self._refused_logged = None
+        self._delay, self.health.next_attempt_at = None, None
+        if self.health.last_error and not self.health.connected:
+            self.health.last_error = None  # what kept it away is over
         self.health.connected, self.health.since = True, time.time()
         log.info("MQTT broker %s reached (uplink %s)", target, self.id)
         if self._client is not None:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
 
+    def _attempt_failed(self) -> None:
+        """paho waits its next delay before it tries again: say when that will be."""
+        if self._closing:
+            return
+        self._delay = (self._min_delay if self._delay is None
+                       else min(self._delay * 2, self.settings.reconnect_max))
+        self.health.next_attempt_at = time.time() + self._delay
+
     def _on_unreachable(self) -> None:
+        self._attempt_failed()
         if self._context is not None:
             if not self._explaining and self._loop is not None:
                 self._explaining = True
@@ -224,18 +242,33 @@ class MqttPublisher:
                                             self.settings.port, self._context)
         finally:
             self._explaining = False
-        if error is None or (isinstance(error, OSError) and not isinstance(error, ssl.SSLError)):
+        if error is None or (isinstance(error, OSError) and not isinstance(
+                error, ssl.SSLError | ConnectionResetError)):
             self._report_unreachable(f"MQTT broker {self.health.target} not reachable")
         else:
             self._report_unreachable(f"MQTT broker {self.health.target}: "
                                      f"{explain(error, self.settings.host, self.settings.tls)}")
 
     def _on_disconnect(self, reason: str) -> None:
-        if self.health.connected and not self._closing:
+        if self._closing:
+            return
+        self._attempt_failed()
+        if self.health.connected:
             log.warning("MQTT broker %s lost (%s); buffering", self.health.target, reason)
             self.health.connected, self.health.since = False, time.time()
             self.health.disconnects += 1
             self.health.last_error = f"disconnected: {reason}"
+        elif self._refused_logged is None:
+            # The connection ended before the broker's CONNACK, and no refusal was
+            # reported: under TLS 1.3 a broker that wants a client certificate drops the
+            # connection after the handshake, and paho calls no connect callback.
+            if self._context is not None:
+                if not self._explaining and self._loop is not None:
+                    self._explaining = True
+                    self._loop.create_task(self._explain_tls_failure())
+            else:
+                self._report_unreachable(f"MQTT broker {self.health.target} closed the "
+                                         f"connection before accepting it ({reason})")
 
     def _on_acks(self) -> None:
         # Clear the flag before draining: an ack appended meanwhile either is drained

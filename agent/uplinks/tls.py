@@ -39,17 +39,39 @@ def explain(error: BaseException, host: str, tls: TlsSettings) -> str:
         return (f"TLS: the server's certificate is not trusted ({reason}); tls.ca_file "
                 f"({ca}) must be the CA that signed it")
     if isinstance(error, ssl.SSLError):
+        if "CERTIFICATE_REQUIRED" in text or "PEER_DID_NOT_RETURN_A_CERTIFICATE" in text:
+            if tls.cert_file is None:
+                return (f"TLS: the server requires a client certificate ({text}); set "
+                        "tls.cert_file and tls.key_file")
+            return (f"TLS: the server did not accept the client certificate as given ({text}); "
+                    "check tls.cert_file and tls.key_file")
+        if any(alert in text for alert in ("UNKNOWN_CA", "BAD_CERTIFICATE",
+                                           "CERTIFICATE_UNKNOWN", "DECRYPT_ERROR")):
+            return (f"TLS: the server refused the client certificate {tls.cert_file} ({text}); "
+                    "it must be signed by a CA the server trusts, and not be expired")
         return f"TLS handshake failed: {text}; check the port speaks TLS and the client certificate"
     return f"TLS: {text}"
 
 
 def handshake_error(host: str, port: int, context: ssl.SSLContext,
-                    timeout: float = 5.0) -> BaseException | None:
+                    timeout: float = 5.0, linger: float = 1.0) -> BaseException | None:
     """Try a bare handshake (blocking): None if it succeeds, else the error.
-    Used only to say *why* a TLS connection failed; the client library keeps retrying."""
+    Used only to say *why* a TLS connection failed; the client library keeps retrying.
+
+    Under TLS 1.3 the client's side of the handshake is over before the server has
+    checked the client's certificate: a refusal comes as an alert on the first read. So
+    after the handshake this waits up to `linger` for one (a server that waits for the
+    client to speak first, as a broker does, sends nothing)."""
     try:
         with socket.create_connection((host, port), timeout) as raw, \
-                context.wrap_socket(raw, server_hostname=host):
+                context.wrap_socket(raw, server_hostname=host) as tls:
+            tls.settimeout(linger)
+            try:
+                if tls.recv(1) == b"":
+                    return ConnectionResetError(
+                        "the server closed the connection right after the TLS handshake")
+            except TimeoutError:
+                pass
             return None
     except (OSError, ssl.SSLError) as exc:
         return exc

@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .endurance import _wait_port
+from .endurance import _wait_port, start_mosquitto
 from .ports import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -66,15 +65,7 @@ class Run:
         return self.workdir / "disk"
 
     def start_broker(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.mqtt} 127.0.0.1\nallow_anonymous true\n"
-                        f"persistence true\npersistence_location {self.workdir}/\n"
-                        "max_queued_messages 10000000\nautosave_interval 1\n"
-                        + ("user root\n" if os.geteuid() == 0 else ""))
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
-        _wait_port(self.mqtt)
+        self.broker = start_mosquitto(self.workdir, self.mqtt, persistent=True)
 
     def stop_broker(self) -> None:
         if self.broker is not None and self.broker.poll() is None:

@@ -48,6 +48,22 @@ def _wait_port(port: int, timeout: float = 30) -> None:
     raise RuntimeError(f"nothing listens on {port}")
 
 
+def start_mosquitto(workdir: Path, port: int, persistent: bool = False) -> subprocess.Popen[bytes]:
+    """A Mosquitto of the benchmark's own on `port`; `persistent` keeps a subscriber's
+    session and queued messages across a SIGTERM restart."""
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
+                    "max_queued_messages 10000000\n"
+                    + (f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+                       if persistent else "")
+                    + ("user root\n" if os.geteuid() == 0 else ""))
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    log = (workdir / "mosquitto.log").open("ab")
+    broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
+    _wait_port(port)
+    return broker
+
+
 def _config(opcua: int, modbus: int, mqtt: int, status: int, buffer: Path) -> str:
     sys.path.insert(0, str(REPO / "tests"))
     from conftest import LINE_CONFIG  # the line the end-to-end tests use
@@ -84,14 +100,7 @@ class Soak:
         _wait_port(self.modbus)
 
     def start_broker(self) -> None:
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.mqtt} 127.0.0.1\nallow_anonymous true\n"
-                        "max_queued_messages 1000000\n"
-                        + ("user root\n" if os.geteuid() == 0 else ""))
-        mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.broker = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
-        _wait_port(self.mqtt)
+        self.broker = start_mosquitto(self.workdir, self.mqtt)
 
     def subscribe(self, stop: threading.Event) -> None:
         import paho.mqtt.client as paho

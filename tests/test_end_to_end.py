@@ -84,8 +84,14 @@ def rig(tmp_path: Path, broker: Broker, collector: Collector) -> Iterator[Rig]:
 
 
 def assert_matches_truth(rig: Rig) -> None:
-    truth = summarize(rig.line.records(), MICRO_STOP)
-    seen = observed(rig.collector.unique_events())
+    assert_events_match(rig.line.records(), rig.collector.unique_events())
+
+
+def assert_events_match(records: list[dict[str, Any]], events: list[dict[str, Any]]) -> None:
+    """Every part, downtime (with its reason) and hold (with its lot) the simulator
+    recorded, exactly, in the delivered events."""
+    truth = summarize(records, MICRO_STOP)
+    seen = observed(events)
     for asset, expected in truth.items():
         got = seen[asset]
         assert got["good"] == expected.good, f"{asset}: good count"
@@ -94,7 +100,6 @@ def assert_matches_truth(rig: Rig) -> None:
         assert got["downtime.ended"] == expected.downtimes, f"{asset}: downtimes ended"
         assert got["quality.hold_raised"] == expected.holds, f"{asset}: holds raised"
         assert got["quality.hold_released"] == expected.holds, f"{asset}: holds released"
-    events = rig.collector.unique_events()
     raised = [e["data"]["lot"] for e in events if e["type"].endswith("hold_raised.v1")]
     for asset, expected in truth.items():
         lots = [e["data"]["lot"] for e in events

@@ -124,6 +124,19 @@ def test_work_order_change_closes_the_old_order() -> None:
     assert (data["work_order"], data["good"], data["good_total"]) == ("WO-2", 3, 3)
 
 
+def test_a_part_counted_in_the_later_scan_of_one_publish_goes_to_the_new_order() -> None:
+    """One OPC UA publish carries two scans: the order changes in the first, the counter
+    moves in the second. Applied role by role, the part went to the old order."""
+    run = Run()
+    run.feed(0, wo="WO-1", good=0)
+    run.feed(10, good=7)
+    publish = [Sample("plc", "wo", "WO-2", "good", 20.0), Sample("plc", "good", 8, "good", 20.1)]
+    run.state, produced = apply_samples(SPEC, run.state, publish, 20.2, run.ctx)
+    assert [(e.data["work_order"], e.data["good_total"]) for e in produced] == [("WO-1", 7)]
+    data = run.tick(100)[0].data
+    assert (data["work_order"], data["good"]) == ("WO-2", 1)
+
+
 def test_a_work_order_change_confirms_the_old_order_even_with_nothing_new() -> None:
     """The ERP may close the order on this confirmation, so it comes even when the last
     interval already confirmed everything; an order that made nothing gets none."""

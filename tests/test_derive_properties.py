@@ -165,3 +165,55 @@ def test_downtimes_cover_exactly_the_long_down_periods_and_never_overlap(
     assert all(end1 <= start2 for (_, end1), (start2, _) in itertools.pairwise(emitted))
     states = [e.data["state"] for e in run.events if e.type == "machine.state_changed"]
     assert states == [state for _, state in transitions]
+
+
+SCAN = st.fixed_dictionaries({}, optional={
+    "state": st.sampled_from([1, 2, 3]),
+    "good": st.integers(0, 3),     # parts made since the scan before
+    "scrap": st.integers(0, 1),
+    "fault": st.sampled_from([0, 101, 102]),
+    "hold": st.booleans(),
+    "lot": st.sampled_from(["L-1", "L-2"]),
+    "wo": st.sampled_from(["WO-1", "WO-2", "WO-3"]),
+})
+CLOCK_FIELDS = {"interval_start", "interval_end"}  # taken from the agent's clock
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(SCAN, min_size=1, max_size=40), st.data())
+def test_how_scans_are_cut_into_batches_never_changes_an_event(
+        scans: list[dict[str, object]], data: st.DataObject) -> None:
+    """A PLC's scans, each stamped with its own source time, reach derivation in batches
+    (one OPC UA publish may carry several scans). However they are cut, each batch
+    applied at one `now`, every event says the same, apart from the agent's clock."""
+    spec = dataclasses.replace(SPEC, micro_stop=0.0, interval=1e9,
+                               counter_modulus={"good": None, "scrap": None})
+    totals = {"good": 0, "scrap": 0}
+    reads: list[list[Sample]] = []
+    for n, scan in enumerate(scans):
+        t = 1000.0 + n
+        read = []
+        for tag, value in scan.items():
+            if tag in totals:
+                totals[tag] += int(value)  # type: ignore[call-overload]
+                value = totals[tag]
+            read.append(Sample("plc", tag, value, "good", t))
+        reads.append(read)
+    cuts = sorted(data.draw(st.sets(st.integers(1, max(1, len(reads) - 1)))))
+
+    def derive(batches: list[list[Sample]]) -> list[tuple[str, dict[str, object]]]:
+        run = Run(spec)
+        for batch in batches:
+            if batch:
+                run.state, produced = apply_samples(spec, run.state, batch,
+                                                    batch[-1].source_time, run.ctx)
+                run.events += produced
+        return [(e.type, {k: v for k, v in e.data.items()
+                          if k not in CLOCK_FIELDS and not k.endswith("_id")})
+                for e in run.events]
+
+    one_by_one = derive(reads)  # each scan on its own
+    bounds = [0, *cuts, len(reads)]
+    batched = derive([[s for read in reads[a:b] for s in read]
+                      for a, b in itertools.pairwise(bounds)])
+    assert batched == one_by_one

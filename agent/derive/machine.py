@@ -21,9 +21,10 @@ Every transition of an asset lives in this module:
                     within `repeat_window`: maintenance.requested
     telemetry       per tag, on change past a deadband, or every interval
 
-Within one batch, context tags (reason, lot, ...) are applied first, then counters, then the
-work order and the lot being produced, then state and hold edges, so an edge always sees the
-context that came with it.
+Within one batch, samples are applied in source-time order. Samples of the same instant
+(every tag of one Modbus read) go in role order: context tags (reason, lot, ...) first, then
+counters, then the work order and the lot being produced, then state and hold edges, so an
+edge always sees the context that came with it. Across batches and devices, arrival order.
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ class _Emitter:
         self.subject, self.sequences, self.ctx = subject, sequences, ctx
         self.events: list[Event] = []
         self.source = source_uri(ctx.site, ctx.agent, subject)
-        self.batch_hold: bool | None = None  # the hold flag's value in this batch, if any
+        self.batch_hold: bool | None = None  # the hold flag in the scan being applied, if read
 
     def emit(self, short_type: str, time: float, data: dict[str, Any],
              event_id: str | None = None) -> Event:
@@ -96,11 +97,15 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
             _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
         if ref in spec.roles and sample.quality == "good":  # bad quality never moves state
             relevant.append((spec.roles[ref], sample))
-    relevant.sort(key=lambda pair: ROLE_ORDER.index(pair[0]))
+    # In source-time order: one OPC UA publish often carries two PLC scans, and a part
+    # counted in the later scan belongs to the work order set in the earlier one. Ties
+    # (a Modbus read stamps every tag alike) keep the role order.
+    relevant.sort(key=lambda pair: (pair[1].source_time, ROLE_ORDER.index(pair[0])))
+    # The hold flag as the same scan has it: a lot that changes in the scan that also
+    # clears the hold ends that hold, it does not move it to the new lot.
+    holds = {s.source_time: _as_flag(s.value) for role, s in relevant if role == "hold"}
     for role, sample in relevant:
-        if role == "hold":
-            out.batch_hold = _as_flag(sample.value)
-    for role, sample in relevant:
+        out.batch_hold = holds.get(sample.source_time)
         _HANDLERS[role](spec, new, sample, now, out)
     _check_timers(spec, new, now, out)
     return new, out.events

@@ -67,6 +67,32 @@ def test_micro_stop_is_not_a_downtime_and_a_long_stop_is() -> None:
     assert ended[1].data["duration_s"] == 11
 
 
+def test_a_stop_just_past_micro_stop_keeps_its_fault_when_it_clears_with_the_stop() -> None:
+    run = Run()
+    run.feed(0, state=1, fault=0)
+    run.feed(10, state=3, fault=101)
+    produced = run.feed(15.2, state=1, fault=0)  # 5.2 s: past the 5 s threshold, same scan
+    started, ended = [e for e in produced if e.type.startswith("downtime")]
+    assert (started.data["reason_code"], ended.data["reason_code"]) == (101, 101)
+    assert ended.data["reason"] == "Hydraulic pressure loss"
+
+
+def test_the_fault_seen_before_a_restart_is_the_reason_of_a_downtime_reported_after() -> None:
+    run = Run()
+    run.feed(0, state=1, fault=0)
+    run.feed(10, state=3)
+    run.feed(11, fault=101)  # the code lands a scan after the state
+    run.feed(12, fault=102)  # and changes before the threshold
+    run.state = AssetState.from_json(run.state.to_json())  # the agent restarts
+    run.feed(13, gap=True, fault=0)  # cleared meanwhile
+    [started] = run.tick(16)
+    assert (started.data["reason_code"], started.data["reason"]) == (101,
+                                                                      "Hydraulic pressure loss")
+    ended = run.feed(20, state=1)[-1]
+    assert ended.data["reason_code"] == 101
+    assert [c["reason_code"] for c in ended.data["reason_changes"]] == [102]
+
+
 def test_long_stop_seen_only_at_its_end_is_reported_whole() -> None:
     run = Run()
     run.feed(0, state=1)

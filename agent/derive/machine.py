@@ -155,6 +155,15 @@ def apply_device_tick(spec: DeviceSpec, state: DeviceState, now: float,
 def _on_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
     code = _as_int(s.value)
     previous, st.reason_code = st.reason_code, code
+    if st.down_since is not None and st.downtime is None and code:
+        # Down, not yet a downtime: the first code is its reason, later ones changes.
+        last = (st.down_reason_changes[-1].reason_code if st.down_reason_changes
+                else st.down_reason)
+        if st.down_reason is None:
+            st.down_reason = code
+        elif code != last:
+            st.down_reason_changes.append(
+                ReasonChange(s.source_time, code, _reason_text(spec, code)))
     downtime = st.downtime
     if downtime is not None and code:
         current = downtime.reason_changes[-1].reason_code if downtime.reason_changes \
@@ -349,6 +358,7 @@ def _enter_state(spec: AssetSpec, st: AssetState, name: str, code: int | None, a
     if is_down and not was_down:
         st.down_since, st.down_since_estimated = at, estimated
         st.down_seen_locally = seen_locally
+        st.down_reason, st.down_reason_changes = st.reason_code or None, []
     elif was_down and not is_down:
         _leave_down(spec, st, at, estimated and previous is not None, out)
     st.machine_state, st.state_code, st.state_since = name, code, at
@@ -383,6 +393,7 @@ def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
     st.downtime = None
     st.down_since = None
     st.down_seen_locally = None
+    st.down_reason, st.down_reason_changes = None, []
 
 
 def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> None:
@@ -396,8 +407,8 @@ def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> No
             "started_at": _iso(st.down_since),
             "ended_at": _iso(at),
             "duration_s": _round(duration),
-            "reason_code": st.reason_code or None,
-            "reason": _reason_text(spec, st.reason_code),
+            "reason_code": st.down_reason,
+            "reason": _reason_text(spec, st.down_reason),
             "work_order": st.work_order,
         })
 
@@ -405,10 +416,12 @@ def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> No
 def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
     assert st.down_since is not None
     event_id = out.ctx.new_id()
+    # The fault at the stop's start, not the code now: it may have cleared in the very
+    # scan that ended a stop only just past micro_stop, or before an agent restart.
     st.downtime = OpenDowntime(
         id=event_id, started_at=st.down_since, start_estimated=st.down_since_estimated,
-        reason_code=st.reason_code or None, reason=_reason_text(spec, st.reason_code),
-        work_order=st.work_order,
+        reason_code=st.down_reason, reason=_reason_text(spec, st.down_reason),
+        work_order=st.work_order, reason_changes=list(st.down_reason_changes),
     )
     out.emit("downtime.started", st.down_since, {
         "downtime_id": event_id,

@@ -76,6 +76,10 @@ class AssetState:
     down_since: float | None = None
     down_since_estimated: bool = False
     down_seen_locally: float | None = None  # agent clock, for the threshold timer
+    # The stop's reason before it is a downtime: the fault code present when the down
+    # state was entered, else the first one seen since; and the codes that followed.
+    down_reason: int | None = None
+    down_reason_changes: list[ReasonChange] = field(default_factory=list)
     downtime: OpenDowntime | None = None
     micro_stops: int = 0  # since the last confirmation, when summarised
     micro_stop_s: float = 0.0
@@ -115,6 +119,7 @@ class AssetState:
         raw: dict[str, Any] = json.loads(text)
         downtime = raw.pop("downtime", None)
         hold = raw.pop("hold", None)
+        pending = [ReasonChange(**c) for c in raw.pop("down_reason_changes", [])]
         telemetry = raw.pop("telemetry", {}) or {}
         known = {f.name for f in dataclasses.fields(cls)}
         state = cls(**{k: v for k, v in raw.items() if k in known})
@@ -122,6 +127,7 @@ class AssetState:
             changes = [ReasonChange(**c) for c in downtime.pop("reason_changes", [])]
             state.downtime = OpenDowntime(**downtime, reason_changes=changes)
         state.hold = OpenHold(**hold) if hold else None
+        state.down_reason_changes = pending
         state.telemetry = {tag: TelemetryMemory(**m) for tag, m in telemetry.items()}
         return state
 
@@ -129,6 +135,7 @@ class AssetState:
         """An independent copy: derivation mutates it, the committed original stays."""
         new = copy.copy(self)
         new.downtime = copy.deepcopy(self.downtime)
+        new.down_reason_changes = list(self.down_reason_changes)
         new.hold = copy.copy(self.hold)
         new.fault_history = {code: list(times) for code, times in self.fault_history.items()}
         new.counter_tags, new.counter_last = dict(self.counter_tags), dict(self.counter_last)

@@ -135,6 +135,9 @@ DATA: dict[str, dict[str, Any]] = {
             "tag": {"type": "string", "description": "'<device>.<tag>'"},
             "device": {"type": "string"}, "name": {"type": "string"}, "value": {},
             "quality": {"enum": ["good", "uncertain", "bad"]},
+            "quality_reason": {"type": "string", "description":
+                               "Why the quality is bad when floorlink says so: 'not finite' "
+                               "for a NaN or infinite value, sent as null."},
         },
     },
 }

@@ -66,8 +66,11 @@ def format_time(epoch_seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-# One encoder for every body: json.dumps with options builds a new one per call.
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# One encoder for every body: json.dumps with options builds a new one per call. NaN and
+# Infinity are not JSON: refused here (ValueError), never written. Derivation publishes a
+# non-finite PLC value as null with quality bad; tests/test_contract.py holds any encoder
+# to this (orjson and msgspec would write null silently).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
 
 
 @dataclass(frozen=True)

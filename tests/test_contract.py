@@ -35,3 +35,41 @@ def test_every_emitted_event_fits_its_schema() -> None:
         document = json.loads(event.to_json())
         jsonschema.validate(document, json.loads(
             (SCHEMA_DIR / f"{document['type']}.json").read_text()))
+
+
+def test_the_encoder_refuses_non_finite_numbers_anywhere() -> None:
+    """JSON has no NaN or Infinity. The encoder must refuse them, never write them nor
+    turn them into null behind our back: a later JSON library must keep this."""
+    import pytest
+
+    from agent.events import Event, Lane
+
+    for bad in (float("nan"), float("inf"), float("-inf")):
+        for data in ({"value": bad}, {"nested": {"list": [1, bad]}}):
+            event = Event(id="e", type="telemetry", source="floorlink://s/a/d", subject="d",
+                          time=0.0, lane=Lane.TELEMETRY, sequence=1, epoch=1, data=data)
+            with pytest.raises(ValueError, match="JSON compliant"):
+                event.to_json()
+
+
+def test_a_non_finite_plc_value_is_published_as_null_with_quality_bad() -> None:
+    import dataclasses
+    import math
+
+    from test_derive import SPEC
+
+    from agent.derive.spec import TelemetryPolicy
+
+    spec = dataclasses.replace(SPEC, telemetry={"plc.temp": TelemetryPolicy(on_change=True)})
+    run = Run(spec, DeriveContext(site="s", agent="a", epoch=1))  # real UUIDv7 ids
+    for t, value in enumerate([20.5, math.inf, math.inf, math.nan, math.nan, 21.0, -math.inf]):
+        run.feed(float(t), temp=value)
+    published = [(e.data["value"], e.data["quality"], e.data.get("quality_reason"))
+                 for e in run.events if e.type == "telemetry"]
+    assert published == [(20.5, "good", None), (None, "bad", "not finite"),
+                         (None, "bad", "not finite"), (21.0, "good", None),
+                         (None, "bad", "not finite")]
+    for event in run.events:
+        document = json.loads(event.to_json(), parse_constant=lambda c: 1 / 0)
+        jsonschema.validate(document, json.loads(
+            (SCHEMA_DIR / f"{document['type']}.json").read_text()))

@@ -157,3 +157,41 @@ async def test_opcua_namespace_uri_survives_reordering_and_reconnect() -> None:
     finally:
         await stop(task)
         await server.stop()
+
+
+async def test_nan_and_infinity_from_a_plc_reach_receivers_as_null_with_quality_bad() -> None:
+    """A float32 register holding NaN or +Infinity, read by the real driver from a real
+    server, derived and encoded: every body is strict JSON (Infinity used to go out as
+    `Infinity`, which a strict receiver refuses whole; NaN was never published)."""
+    import json
+
+    from agent.derive import DeriveContext, apply_device_samples
+    from agent.derive.spec import DeviceSpec, TelemetryPolicy
+    from agent.derive.state import DeviceState
+
+    port = free_port()
+    device = ModbusTcpDevice.model_validate({
+        "id": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
+        "poll_interval": 0.1, "timeout": 0.5,
+        "tags": [{"name": "nan", "register": 40001, "type": "float32"},
+                 {"name": "inf", "register": 40003, "type": "float32"},
+                 {"name": "ok", "register": 40005, "type": "float32"}]})
+    server = await start_modbus(port, [0x7FC0, 0, 0x7F80, 0, 0x436E, 0])
+    sink, health = Sink(), DeviceHealth("plc", "modbus_tcp")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health, max_backoff=0.5))
+    try:
+        await sink.wait_for(lambda: {"nan", "inf", "ok"} <= set(sink.latest()))
+    finally:
+        await stop(task)
+        await server.shutdown()
+    spec = DeviceSpec("plc", {f"plc.{t}": TelemetryPolicy(on_change=True)
+                              for t in ("nan", "inf", "ok")})
+    _, events = apply_device_samples(spec, DeviceState(), sink.batches[0], 1.0,
+                                     DeriveContext(site="s", agent="a", epoch=1))
+    published = {}
+    for event in events:
+        body = json.loads(event.to_json(), parse_constant=lambda token: 1 / 0)  # strict
+        published[body["data"]["name"]] = (body["data"]["value"], body["data"]["quality"],
+                                           body["data"].get("quality_reason"))
+    assert published == {"nan": (None, "bad", "not finite"), "inf": (None, "bad", "not finite"),
+                         "ok": (238.0, "good", None)}

@@ -29,6 +29,7 @@ edge always sees the context that came with it. Across batches and devices, arri
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -206,7 +207,8 @@ def _on_hold_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float,
 def _on_hold_quantity(spec: AssetSpec, st: AssetState, s: Sample, now: float,
                       out: _Emitter) -> None:
     is_number = isinstance(s.value, int | float) and not isinstance(s.value, bool)
-    st.hold_quantity = float(s.value) if is_number else None  # type: ignore[arg-type]
+    quantity = float(s.value) if is_number else None  # type: ignore[arg-type]
+    st.hold_quantity = quantity if quantity is not None and math.isfinite(quantity) else None
 
 
 # ================================================================== counters
@@ -608,15 +610,26 @@ def _telemetry_timers(policies: dict[str, TelemetryPolicy], memory: dict[str, Te
 def _publish(mem: TelemetryMemory, ref: str, value: Any, quality: str, at: float,
              out: _Emitter) -> None:
     device, tag = ref.split(".", 1)
-    out.emit("telemetry", at, {"tag": ref, "device": device, "name": tag, "value": value,
-                               "quality": quality})
+    data = {"tag": ref, "device": device, "name": tag, "value": value, "quality": quality}
+    if _non_finite(value):
+        # JSON has no NaN or Infinity: a strict receiver would refuse the whole event.
+        data.update(value=None, quality="bad", quality_reason="not finite")
+    out.emit("telemetry", at, data)
     mem.published, mem.published_value, mem.published_quality = True, value, quality
+
+
+def _non_finite(value: Any) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _moved(policy: TelemetryPolicy, old: Any, new: Any) -> bool:
     numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
     if not numbers:
         return bool(old != new)
+    if _non_finite(old) or _non_finite(new):
+        # NaN differs from everything, itself included: compare the kind instead.
+        same = old == new or (math.isnan(old) and math.isnan(new))
+        return not same
     change = abs(new - old)
     if policy.deadband is not None and change <= policy.deadband:
         return False

@@ -23,6 +23,9 @@ class Sample(NamedTuple):
     # True for the first value of a tag after a (re)connect: whatever happened
     # while we could not see the PLC is unknown, and counter logic must say so.
     after_gap: bool = False
+    # Where the value's integer type wraps (2**16 for a UInt16 or Int16), when the
+    # protocol says it with the value (OPC UA's Variant type); None when it does not.
+    wraps_at: int | None = None
 
 
 class Driver(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import UTC, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -341,3 +342,34 @@ def test_shift_start_helper_handles_the_spring_forward_gap() -> None:
     noon = datetime(2026, 3, 29, 12, 0, tzinfo=ZoneInfo("Europe/Berlin")).timestamp()
     start = datetime.fromtimestamp(last_shift_start(berlin_spec, noon), UTC)
     assert start == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)  # 03:30 CEST
+
+
+@pytest.mark.parametrize(("protocol", "endpoint"), [
+    ("modbus_tcp", "host: 127.0.0.1"), ("modbus_rtu", "port: /dev/ttyUSB0"),
+    ("modbus_rtu_over_tcp", "host: 127.0.0.1")])
+@pytest.mark.parametrize(("kind", "values"), [
+    ("uint16", [65534, 65535, 0, 3]), ("int16", [32766, 32767, -32768, -32765])])
+def test_a_counter_wraps_as_its_type_says_on_every_modbus_transport(
+        protocol: str, endpoint: str, kind: str, values: list[int]) -> None:
+    """65535 -> 0 on an RTU device was taken for a reset: a part lost, nothing flagged.
+    A signed counter wraps at 2**16 as well."""
+    from agent.derive import compile_assets
+    from agent.settings import load_config_text
+
+    config = load_config_text(f"""
+site: s
+agent: {{id: a}}
+devices:
+  - {{id: plc, protocol: {protocol}, {endpoint}, tags: [{{name: state, register: 40001}},
+     {{name: good, register: 40002, type: {kind}}}]}}
+assets:
+  - {{id: press-1, state: {{tag: plc.state, map: {{1: running}}}}, counters: {{good: plc.good}},
+     production: {{interval: 1h}}}}
+""", "config.yaml", Path("."))
+    [spec] = compile_assets(config)
+    assert spec.counter_modulus["good"] == 1 << 16
+    run = Run(spec)
+    for t, value in enumerate(values):
+        run.feed(float(t), good=value)
+    [confirmed] = run.tick(7200)
+    assert (confirmed.data["good"], confirmed.data["estimated"]) == (5, False)

@@ -195,3 +195,47 @@ async def test_nan_and_infinity_from_a_plc_reach_receivers_as_null_with_quality_
                                            body["data"].get("quality_reason"))
     assert published == {"nan": (None, "bad", "not finite"), "inf": (None, "bad", "not finite"),
                          "ok": (238.0, "good", None)}
+
+
+async def test_an_opcua_uint16_counter_wraps_exactly_with_no_modulus_configured() -> None:
+    """OPC UA tags have no configured type: the Variant type that comes with every value
+    says where the counter wraps (here 65535 -> 0 through a real asyncua server)."""
+    from asyncua import Server, ua
+
+    from agent.derive import DeriveContext, apply_samples, apply_tick
+    from agent.derive.spec import AssetSpec
+    from agent.derive.state import AssetState
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    port = free_port()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/test")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await server.register_namespace("urn:test:press")
+    var = await server.nodes.objects.add_variable(ua.NodeId("Press.Good", idx), "Good",
+                                                  ua.Variant(65533, ua.VariantType.UInt16))
+    await server.start()
+    device = OpcUaDevice.model_validate({
+        "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
+        "timeout": 2, "publishing_interval": 0.05,
+        "tags": [{"name": "good", "node": "nsu=urn:test:press;s=Press.Good"}]})
+    sink, health = Sink(), DeviceHealth("ua", "opcua")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health, max_backoff=0.5))
+    try:
+        for value in (65533, 65535, 0, 2):
+            await var.write_value(ua.DataValue(ua.Variant(value, ua.VariantType.UInt16)))
+            await sink.wait_for(lambda v=value: sink.latest().get("good") is not None
+                                and sink.latest()["good"].value == v)
+    finally:
+        await stop(task)
+        await server.stop()
+    assert {s.wraps_at for s in sink.samples if s.tag == "good"} == {1 << 16}
+    spec = AssetSpec(id="press", area=None, line=None, roles={"ua.good": "good"},
+                     state_map={}, interval=3600.0)
+    ctx = DeriveContext(site="s", agent="a", epoch=1)
+    state = AssetState()
+    for batch in sink.batches:
+        state, _ = apply_samples(spec, state, batch, batch[-1].source_time, ctx)
+    _, [confirmed] = apply_tick(spec, state, sink.samples[-1].source_time + 7200, ctx)
+    assert (confirmed.data["good"], confirmed.data["estimated"]) == (5, False)

@@ -228,7 +228,10 @@ def _rebaseline_changed_counters(spec: AssetSpec, st: AssetState) -> None:
 
 def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
     role = spec.roles[f"{s.device}.{s.tag}"]
+    modulus = spec.counter_modulus.get(role) or s.wraps_at
     value = _as_int(s.value)
+    if value is not None and value < 0 and modulus and value >= -(modulus // 2):
+        value += modulus  # a signed counter past its top: it wraps at 2**n as well
     if value is None or value < 0:
         return
     last = st.counter_last.get(role)
@@ -242,15 +245,14 @@ def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Em
         if not s.after_gap:
             st.counter_max_step[role] = max(st.counter_max_step.get(role, 0), delta)
     else:
-        delta = _counter_drop(spec, st, role, last, value, s.after_gap)
+        delta = _counter_drop(spec, st, role, last, value, s.after_gap, modulus)
     st.pending[role] += delta * spec.parts_per_cycle
 
 
 def _counter_drop(spec: AssetSpec, st: AssetState, role: str, last: int, value: int,
-                  after_gap: bool) -> int:
+                  after_gap: bool, modulus: int | None) -> int:
     """How many parts a counter that went from `last` down to `value` stands for."""
     plausible = max(4 * st.counter_max_step.get(role, 0), ROLLOVER_MIN_STEP)
-    modulus = spec.counter_modulus.get(role)
     if after_gap:
         # A reset, or rollovers, happened while we could not see: count the lower bound.
         st.pending_estimated = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from ..settings.models import Asset, Config, ModbusTcpDevice, TagBase
+from ..settings.models import Asset, Config, ModbusDeviceBase, TagBase
 
 # Roles a tag can play for an asset; context roles are applied before edges.
 CONTEXT_ROLES = ("reason", "lot", "hold_reason", "hold_quantity")
@@ -14,7 +14,9 @@ COUNTER_ROLES = ("good", "scrap")
 # order's closing confirmation carries the lot it was made in, not the next order's.
 ROLE_ORDER = (*CONTEXT_ROLES, *COUNTER_ROLES, "work_order", "production_lot", "state", "hold")
 
-_MODBUS_MODULUS = {"uint16": 1 << 16, "uint32": 1 << 32, "uint64": 1 << 64}
+# Where a Modbus counter of each type wraps; signed counters wrap at 2**n as well.
+_MODBUS_MODULUS = {"uint16": 1 << 16, "int16": 1 << 16, "uint32": 1 << 32, "int32": 1 << 32,
+                   "uint64": 1 << 64, "int64": 1 << 64}
 
 
 @dataclass(frozen=True)
@@ -172,9 +174,11 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
 
 
 def _type_modulus(config: Config, ref: str) -> int | None:
+    """The wrap a Modbus tag's type gives, on every Modbus transport. (OPC UA says it
+    with each value: Sample.wraps_at.)"""
     device_id, tag_name = ref.split(".", 1)
     device = config.device(device_id)
-    if isinstance(device, ModbusTcpDevice):
+    if isinstance(device, ModbusDeviceBase):
         for tag in device.tags:
             if tag.name == tag_name:
                 return _MODBUS_MODULUS.get(tag.type)

@@ -385,8 +385,9 @@ class CounterSignals(Strict):
     scrap: TagRef | None = None
     modulus: Annotated[int, Field(ge=2)] | None = Field(
         default=None,
-        description="Where the counters wrap. Default: the Modbus tag type's range "
-        "(uint16 65536, uint32 2^32, uint64 2^64); unknown for OPC UA unless given.",
+        description="Where the counters wrap. Default: the tag type's range, signed or "
+        "not (16-bit 65536, 32-bit 2^32, 64-bit 2^64): the Modbus tag's type on every Modbus "
+        "transport, the Variant type of each OPC UA value.",
     )
     on_reset: Literal["count_from_zero", "estimate", "ignore"] = Field(
         default="count_from_zero",

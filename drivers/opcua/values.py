@@ -42,7 +42,16 @@ def to_sample(device: str, tag: str, data_value: Any, after_gap: bool) -> Sample
     value = None if quality == "bad" or variant is None else plain(variant.Value)
     stamp = data_value.SourceTimestamp or data_value.ServerTimestamp
     when = _utc(stamp).timestamp() if isinstance(stamp, datetime) else time.time()
-    return Sample(device, tag, value, quality, when, after_gap)
+    # The Variant carries the node's integer type with every value: a counter's wrap
+    # is known without reading DataType attributes, and stays right if the PLC's
+    # program changes the type between sessions.
+    wraps_at = WRAPS.get(getattr(getattr(variant, "VariantType", None), "name", ""))
+    return Sample(device, tag, value, quality, when, after_gap, wraps_at)
+
+
+# OPC UA integer types (VariantType names) and where a counter of that type wraps.
+WRAPS = {"Byte": 1 << 8, "SByte": 1 << 8, "UInt16": 1 << 16, "Int16": 1 << 16,
+         "UInt32": 1 << 32, "Int32": 1 << 32, "UInt64": 1 << 64, "Int64": 1 << 64}
 
 
 def _utc(moment: datetime) -> datetime:

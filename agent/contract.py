@@ -96,6 +96,15 @@ DATA: dict[str, dict[str, Any]] = {
             "trigger": {"enum": ["interval", "work_order_change", "shift_change", "stop"]},
             "micro_stops": {"type": "integer", "minimum": 0,
                             "description": "Micro-stops in the interval (when summarised)."},
+            "held_back": {
+                "type": "array",
+                "description": "Counter readings no machine could make (beyond the type's "
+                "range, not an integer, a jump beyond the plausible rate), held back since "
+                "the last confirmation: booked as nothing. Present only when there were any.",
+                "items": {"type": "object", "required": ["tag", "value"],
+                          "properties": {"tag": {"type": "string"}, "value": {},
+                                         "device": {"type": "string"}, "at": TIME}},
+            },
             "lot": {"type": ["string", "null"], "description":
                     "The lot being produced, from the asset's production.lot tag; present "
                     "only when the asset maps one."},

@@ -33,6 +33,7 @@ from .derive import (
     apply_stop,
     apply_tick,
 )
+from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
 
@@ -198,10 +199,11 @@ class Pipeline:
         if not (events or changed):
             adopt()
             return events
+        alarms = self._held_back_alarms(states, events)
         attempt, shed = 0, 0
         while True:
             try:
-                await self._commit_once(events, changed, adopt, shed)
+                await self._commit_once(events, changed, adopt, shed, alarms)
                 if self.last_error:
                     log.info("buffer writable again; committed %d waiting events", len(events))
                     self.last_error = None
@@ -229,13 +231,39 @@ class Pipeline:
             self.heartbeat = time.monotonic()  # waiting for the disk is not a hang
             attempt += 1
 
+    def _held_back_alarms(self, states: dict[str, AssetState],
+                          events: list[Event]) -> list[tuple[str, str, str]]:
+        """A counter reading no machine could make: an alarm that stays until someone
+        looks at the PLC, raised with the commit that held the reading back."""
+        alarms = []
+        for asset, state in states.items():
+            before = self.states.get(asset)
+            if before is None or state is before:
+                continue
+            confirmed = [e.data for e in events if e.subject == asset
+                         and e.type == "production.confirmed"]
+            for held in new_held_back(before, state, confirmed):
+                log.error("asset %s: counter %s (device %s) read %r at %s, which no machine "
+                          "makes: held back, not booked", asset, held["tag"], held["device"],
+                          held["value"], held["at"])
+                alarms.append((
+                    f"counter.held_back.{asset}", "warning",
+                    f"counter {held['tag']} of asset {asset} (device {held['device']}) read "
+                    f"{held['value']!r} at {held['at']}: more than the machine can make, or "
+                    "no count at all. It was held back, not booked as production, and the "
+                    "counter counts on from its next reading. Check the PLC's counter and the "
+                    "tag's address and type; acknowledge with `floorlink buffer alarms "
+                    f"--clear counter.held_back.{asset}`"))
+        return alarms
+
     def _failed(self, exc: BufferError) -> None:
         if self.last_error != str(exc):
             log.error("cannot commit to the buffer: %s", exc)
         self.last_error = str(exc)
 
     async def _commit_once(self, events: list[Event], states: dict[str, str],
-                           adopt: Callable[[], None], shed: int = 0) -> None:
+                           adopt: Callable[[], None], shed: int = 0,
+                           alarms: list[tuple[str, str, str]] | None = None) -> None:
         """One commit that a cancellation cannot abandon half-way.
 
         If the agent stops while a commit is on the connection's thread, the commit may
@@ -243,7 +271,7 @@ class Pipeline:
         confirmation would confirm the same parts a second time. So a cancellation
         waits for the outcome, adopts a landed commit, and only then propagates.
         """
-        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed))
+        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed, alarms or ()))
         try:
             await asyncio.shield(attempt)
         except asyncio.CancelledError:

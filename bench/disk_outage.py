@@ -248,7 +248,7 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=11)
-    parser.add_argument("--json", type=Path, default=Path("bench/disk_outage.json"))
+    parser.add_argument("--json", type=Path, default=Path("docs/disk_outage.json"))
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("this benchmark mounts a small tmpfs for the buffer: run it as root")

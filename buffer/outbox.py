@@ -33,7 +33,7 @@ from agent.errors import BufferError, BufferFull
 
 from .opening import NotUsable, Prepared, prepare
 from .recovery import Salvage
-from .retention import Limits, count_drops
+from .retention import RAISE_ALARM, Limits, count_drops
 from .space import Reserve
 
 LANES = (0, 1, 2)
@@ -210,11 +210,13 @@ class Outbox:
         return {str(asset): str(state) for asset, state in rows}
 
     async def commit(self, events: Sequence[CommittableEvent], states: dict[str, str],
-                     shed_telemetry: int = 0) -> None:
+                     shed_telemetry: int = 0,
+                     alarms: Sequence[tuple[str, str, str]] = ()) -> None:
         """Store events and the derivation state that produced them, atomically.
 
         `shed_telemetry` counts telemetry derived but left out for want of space: it is
-        counted as dropped, and alarmed, in the same transaction."""
+        counted as dropped, and alarmed, in the same transaction. `alarms` (key, severity,
+        message) are raised in it too: they stay until acknowledged."""
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
@@ -230,6 +232,8 @@ class Outbox:
                 await count_drops(db, self.uplinks or ["-"], "telemetry", shed_telemetry,
                                   "the disk was full: telemetry was left out so that business "
                                   "events and derivation state still fit")
+            for key, severity, message in alarms:
+                await db.execute(RAISE_ALARM, (key, severity, message, now))
         if event_rows:
             self._notify()
 
@@ -376,10 +380,7 @@ class Outbox:
 
     async def raise_alarm(self, key: str, severity: str, message: str) -> None:
         async with self.transaction() as db:
-            await db.execute(
-                "INSERT INTO alarms (key, severity, message, raised_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
-                "message = excluded.message", (key, severity, message, time.time()))
+            await db.execute(RAISE_ALARM, (key, severity, message, time.time()))
 
     async def clear_alarm(self, key: str | None) -> int:
         """Acknowledge one alarm, or all of them with None."""

@@ -39,6 +39,10 @@ CHUNK_ROWS = 2000
 FILL_ALARM = "buffer.fill"
 HARD_LIMIT_ALARM = "buffer.hard_limit"
 DROPPED_ALARM = "buffer.dropped"
+# The one statement that raises an alarm (or updates a raised one): it stays until cleared.
+RAISE_ALARM = ("INSERT INTO alarms (key, severity, message, raised_at) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
+               "message = excluded.message")
 WARN_AT, CRITICAL_AT = 0.80, 0.95
 TELEMETRY, BUSINESS, HOLD = 2, 1, 0
 CLASSES = {HOLD: "hold", BUSINESS: "business", TELEMETRY: "telemetry"}
@@ -229,11 +233,8 @@ async def count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], kind: st
                f"{why}. They are counted per uplink in `floorlink buffer stats`. Acknowledge "
                f"with `floorlink buffer alarms --clear {DROPPED_ALARM}`")
     # Stays until acknowledged: clearing it is a person's statement that they know.
-    await db.execute(
-        "INSERT INTO alarms (key, severity, message, raised_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
-        "message = excluded.message", (DROPPED_ALARM, "critical" if serious else "warning",
-                                       message, now))
+    await db.execute(RAISE_ALARM, (DROPPED_ALARM, "critical" if serious else "warning",
+                                   message, now))
 
 
 async def _fill_alarm(outbox: Outbox, fill: float) -> None:

@@ -183,8 +183,9 @@ def test_repeats_spread_wider_than_the_window_do_not_count() -> None:
 
 def test_shift_changes_confirm_production_across_daylight_saving() -> None:
     berlin = ZoneInfo("Europe/Berlin")
+    # A 32-bit counter: it reaches 72,000, past what SPEC's 16-bit one can hold.
     run = Run(spec(shifts=((6, 0), (14, 0), (22, 0)), timezone="Europe/Berlin",
-                   interval=1e9))
+                   interval=1e9, counter_modulus={"good": 1 << 32, "scrap": None}))
     # The night of 2026-10-25: clocks go back from 03:00 CEST to 02:00 CET.
     start = datetime(2026, 10, 24, 21, 0, tzinfo=berlin).timestamp()
     run.feed(start, good=0)
@@ -373,3 +374,55 @@ assets:
         run.feed(float(t), good=value)
     [confirmed] = run.tick(7200)
     assert (confirmed.data["good"], confirmed.data["estimated"]) == (5, False)
+
+
+# ------------------------------------------------------------------ readings no machine makes
+
+
+def test_counter_readings_a_machine_cannot_make_are_held_back_and_never_booked() -> None:
+    """Measured against hostile PLC servers: a Double 1e300 became good: 10**300, an Int64
+    spike of 2**62 went through, a Boolean True was read as 1, taken as a reset."""
+    run = Run(spec(counter_modulus={"good": None, "scrap": None}))
+    run.feed(0, wo="WO-1", good=100)
+    run.feed(1, good=102)  # two parts a second: the rate it learns
+    run.feed(2, good=1e300)  # no count at all: nothing to baseline on
+    run.feed(3, good=104)  # two more since 102
+    run.feed(4, good=2**62)  # a count, but no machine makes that many in a second
+    run.feed(5, good=106)  # back below the spike: that was the lie, start over here
+    run.feed(6, good=True)
+    run.feed(7, good=12.5)
+    run.feed(8, good=108)
+    [confirmed] = run.tick(100)
+    assert confirmed.data["good"] == 2 + 2 + 2  # 100 -> 102 -> 104, 106 -> 108: no more
+    assert confirmed.data["estimated"] is True  # the stretches around each lie are unknown
+    assert [(h["tag"], h["value"], h["device"], h["at"]) for h in confirmed.data["held_back"]
+            ] == [("plc.good", 1e300, "plc", "1970-01-01T00:00:02.000Z"),
+                  ("plc.good", 2**62, "plc", "1970-01-01T00:00:04.000Z"),
+                  ("plc.good", "True", "plc", "1970-01-01T00:00:06.000Z"),
+                  ("plc.good", 12.5, "plc", "1970-01-01T00:00:07.000Z")]
+    assert run.state.held_back == []  # reported once
+    assert run.tick(300) == []
+
+
+def test_a_real_jump_after_a_long_stop_still_counts() -> None:
+    run = Run(spec(counter_modulus={"good": None, "scrap": None}))
+    run.feed(0, good=0)
+    run.feed(1, good=2)
+    run.feed(3601, good=5002)  # an hour later: 5,000 parts at the rate seen is plausible
+    run.tick(7200)
+    confirmed = [e.data for e in run.events if e.type == "production.confirmed"]
+    assert sum(c["good"] for c in confirmed) == 5002
+    assert not any("held_back" in c for c in confirmed)
+
+
+def test_a_configured_max_rate_holds_back_what_exceeds_it() -> None:
+    run = Run(spec(counter_modulus={"good": None, "scrap": None}, max_rate=5.0))
+    run.feed(0, good=0)
+    run.feed(10, good=40)  # 4 parts/s
+    run.feed(20, good=140)  # 10 parts/s: more than the machine can
+    run.feed(30, good=180)
+    run.tick(7200)
+    confirmed = [e.data for e in run.events if e.type == "production.confirmed"]
+    assert sum(c["good"] for c in confirmed) == 40 + 40
+    assert [[(h["tag"], h["value"]) for h in c["held_back"]]
+            for c in confirmed if "held_back" in c] == [[("plc.good", 140)]]

@@ -88,13 +88,15 @@ def test_counters_are_exact_where_observable_and_flagged_where_not(
             counter = (counter + amount) % MODULUS
             made += amount
             blind = True
+            t += amount / 10  # as long as a machine takes to make them (10 parts/s)
         elif kind == "restart":
             run.state = AssetState.from_json(run.state.to_json())
             blind = True
         elif kind == "bad":
             t += 1
-            run.state, _ = apply_samples(run.spec, run.state,
-                                         [Sample("plc", role, "garbage", "bad", t)], t, run.ctx)
+            run.state, produced = apply_samples(
+                run.spec, run.state, [Sample("plc", role, "garbage", "bad", t)], t, run.ctx)
+            run.events += produced  # a confirmation may fall due right then
         run.tick(t + 0.5)
     look()
     run.state, final = apply_stop(run.spec, run.state, t + 1, run.ctx)

@@ -155,3 +155,22 @@ async def test_the_writer_stops_when_cancelled_just_as_a_batch_arrives(tmp_path:
                 pipeline.queue.get_nowait()
     finally:
         await pipeline.outbox.close()
+
+
+async def test_a_counter_reading_no_machine_makes_raises_an_alarm_that_stays(
+        tmp_path: Path) -> None:
+    clock = [1000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    await pipeline.step([[Sample("plc", "state", 1, "good", 1000.0),
+                          Sample("plc", "good", 10, "good", 1000.0)]])
+    clock[0] = 1001.0
+    await pipeline.step([[Sample("plc", "good", 1e300, "good", 1001.0)]])
+    [alarm] = [a for a in await pipeline.outbox.alarms() if a.key.startswith("counter.")]
+    assert alarm.key == "counter.held_back.press-1"
+    assert "counter plc.good of asset press-1 (device plc) read 1e+300" in alarm.message
+    stopped = await pipeline.stop()
+    [confirmed] = [e for e in stopped if e.type == "production.confirmed"]
+    assert confirmed.data["good"] == 0  # never booked as production
+    assert [h["value"] for h in confirmed.data["held_back"]] == [1e300]
+    assert [a.key for a in await pipeline.outbox.alarms()] == ["counter.held_back.press-1"]
+    await pipeline.outbox.close()

@@ -39,6 +39,7 @@ from zoneinfo import ZoneInfo
 from drivers.base import Sample
 
 from ..events import EVENT_LANES, Event, format_time, new_event_id, source_uri
+from .counters import on_counter, rebaseline_changed_counters, take_held_back
 from .spec import ROLE_ORDER, AssetSpec, DeviceSpec, TelemetryPolicy
 from .state import (
     AssetState,
@@ -50,7 +51,6 @@ from .state import (
 )
 
 UNKNOWN_STATE = "unknown"
-ROLLOVER_MIN_STEP = 10
 _iso = format_time
 
 
@@ -90,7 +90,7 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
                   ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     new = state.copy()
     out = _Emitter(spec.id, new.sequences, ctx)
-    _rebaseline_changed_counters(spec, new)
+    rebaseline_changed_counters(spec, new)
     relevant: list[tuple[str, Sample]] = []
     for sample in samples:
         ref = f"{sample.device}.{sample.tag}"
@@ -214,58 +214,8 @@ def _on_hold_quantity(spec: AssetSpec, st: AssetState, s: Sample, now: float,
 # ================================================================== counters
 
 
-def _rebaseline_changed_counters(spec: AssetSpec, st: AssetState) -> None:
-    """A counter now read from another tag starts afresh: never diff two different tags."""
-    for role in ("good", "scrap"):
-        tag = spec.counter_tag(role)
-        if tag is None:
-            continue
-        if st.counter_tags.get(role) not in (None, tag):
-            st.counter_last.pop(role, None)
-            st.counter_max_step.pop(role, None)
-        st.counter_tags[role] = tag
-
-
 def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    role = spec.roles[f"{s.device}.{s.tag}"]
-    modulus = spec.counter_modulus.get(role) or s.wraps_at
-    value = _as_int(s.value)
-    if value is not None and value < 0 and modulus and value >= -(modulus // 2):
-        value += modulus  # a signed counter past its top: it wraps at 2**n as well
-    if value is None or value < 0:
-        return
-    last = st.counter_last.get(role)
-    st.counter_last[role] = value
-    if st.interval_start is None:
-        st.interval_start = now
-    if last is None:
-        return  # the first value is a baseline: what was made before it is not ours to count
-    if value >= last:
-        delta = value - last
-        if not s.after_gap:
-            st.counter_max_step[role] = max(st.counter_max_step.get(role, 0), delta)
-    else:
-        delta = _counter_drop(spec, st, role, last, value, s.after_gap, modulus)
-    st.pending[role] += delta * spec.parts_per_cycle
-
-
-def _counter_drop(spec: AssetSpec, st: AssetState, role: str, last: int, value: int,
-                  after_gap: bool, modulus: int | None) -> int:
-    """How many parts a counter that went from `last` down to `value` stands for."""
-    plausible = max(4 * st.counter_max_step.get(role, 0), ROLLOVER_MIN_STEP)
-    if after_gap:
-        # A reset, or rollovers, happened while we could not see: count the lower bound.
-        st.pending_estimated = True
-        return value if spec.on_reset != "ignore" else 0
-    if modulus and modulus - last + value <= plausible:
-        return modulus - last + value  # a rollover, seen: exact
-    if spec.on_reset == "ignore":
-        st.pending_estimated = True
-        return 0
-    if spec.on_reset == "estimate" or value > plausible:
-        # Policy says so, or the value is too far from zero to be sure it was a reset.
-        st.pending_estimated = True
-    return value  # a reset to zero, seen: the new value was made since
+    on_counter(spec, st, s, now)
 
 
 def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
@@ -287,7 +237,8 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
     # So is the last word on a work order that made anything: the ERP may close the order
     # on it, even when nothing was made since the previous confirmation.
     closing = trigger == "work_order_change" and any(st.totals.values())
-    if good or scrap or st.pending_estimated or (summarise and st.micro_stops) or closing:
+    if (good or scrap or st.pending_estimated or (summarise and st.micro_stops) or closing
+            or st.held_back):
         st.totals["good"] += good
         st.totals["scrap"] += scrap
         data: dict[str, Any] = {
@@ -302,6 +253,9 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
             "estimated": st.pending_estimated,
             "trigger": trigger,
         }
+        if st.held_back:
+            # Readings no machine could have made: booked as nothing, and said so.
+            data["held_back"] = take_held_back(st)
         if spec.production_lot_role is not None:
             data["lot"] = st.lot if spec.production_lot_role == "lot" else st.production_lot
         if summarise:

@@ -59,6 +59,7 @@ class AssetSpec:
     # Where a counter wraps, when known; None = unknown.
     counter_modulus: dict[str, int | None] = field(default_factory=dict)
     on_reset: str = "count_from_zero"  # count_from_zero | estimate | ignore
+    max_rate: float | None = None  # parts per second a counter can never exceed; None: learned
     snapshot_interval: float | None = None
     fault_persists: float | None = None
     fault_repeats: int | None = None
@@ -164,6 +165,7 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
         hold_reason_texts=dict(asset.quality_hold.reason_texts) if asset.quality_hold else {},
         counter_modulus=modulus,
         on_reset=counters.on_reset if counters else "count_from_zero",
+        max_rate=counters.max_rate if counters else None,
         snapshot_interval=counters.snapshot_interval if counters else None,
         fault_persists=asset.maintenance.fault_persists,
         fault_repeats=asset.maintenance.fault_repeats,

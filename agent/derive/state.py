@@ -101,6 +101,10 @@ class AssetState:
     counter_tags: dict[str, str] = field(default_factory=dict)
     counter_last: dict[str, int] = field(default_factory=dict)
     counter_max_step: dict[str, int] = field(default_factory=dict)  # largest exact increment
+    counter_last_at: dict[str, float] = field(default_factory=dict)  # source time of the last
+    counter_max_rate: dict[str, float] = field(default_factory=dict)  # fastest parts/s seen
+    counter_suspect: dict[str, bool] = field(default_factory=dict)  # last reading held back
+    held_back: list[dict[str, Any]] = field(default_factory=list)  # for the next confirmation
     pending: dict[str, int] = field(default_factory=lambda: {"good": 0, "scrap": 0})
     pending_estimated: bool = False
     interval_start: float | None = None
@@ -140,6 +144,9 @@ class AssetState:
         new.fault_history = {code: list(times) for code, times in self.fault_history.items()}
         new.counter_tags, new.counter_last = dict(self.counter_tags), dict(self.counter_last)
         new.counter_max_step, new.pending = dict(self.counter_max_step), dict(self.pending)
+        new.counter_last_at, new.counter_max_rate = (dict(self.counter_last_at),
+                                                     dict(self.counter_max_rate))
+        new.counter_suspect, new.held_back = dict(self.counter_suspect), list(self.held_back)
         new.totals, new.sequences = dict(self.totals), dict(self.sequences)
         new.telemetry = _copy_memories(self.telemetry)
         return new

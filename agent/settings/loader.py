@@ -320,6 +320,14 @@ def _check_references(
                 known = ", ".join(sorted(tags[device_id]))
                 yield issue(ref_path, repr(ref),
                             f"device '{device_id}' has no tag '{tag_name}'; its tags are: {known}")
+            elif rel_path[0] == "counters":
+                tag = next(t for t in config.device(device_id).tags if t.name == tag_name)
+                scale = float(getattr(tag, "scale", 1.0))
+                if not scale.is_integer() or scale < 1:
+                    yield issue(ref_path, repr(ref),
+                                f"tag '{ref}' has scale {scale:g}, and a counter counts whole "
+                                "parts: give it a whole-number scale (1 unless the PLC counts "
+                                "in tens or hundreds), or use production.parts_per_cycle")
 
     for index, first in _repeats(u.id for u in config.uplinks):
         yield issue(("uplinks", index, "id"), repr(config.uplinks[index].id),

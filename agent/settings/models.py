@@ -397,6 +397,12 @@ class CounterSignals(Strict):
     snapshot_interval: Duration | None = Field(
         default=None, gt=0, description="Send counters.snapshot with absolute values this often."
     )
+    max_rate: Annotated[float, Field(gt=0)] | None = Field(
+        default=None,
+        description="Parts per second the counters can never exceed: a rise beyond it since "
+        "the last reading is held back (booked as nothing, flagged, alarmed). Default: ten "
+        "times the fastest rate seen, at least 100 parts/s, never under 1,000 parts.",
+    )
 
 
 class ReasonSignal(Strict):

@@ -96,6 +96,14 @@ DATA: dict[str, dict[str, Any]] = {
             "trigger": {"enum": ["interval", "work_order_change", "shift_change", "stop"]},
             "micro_stops": {"type": "integer", "minimum": 0,
                             "description": "Micro-stops in the interval (when summarised)."},
+            "gap": {
+                "type": "object", "required": ["from", "to"],
+                "properties": {"from": TIME, "to": TIME},
+                "description": "The work order changed while the agent could not see the "
+                "PLC (stopped, or the device unreachable) between these times: the gap's parts "
+                "went to the order current before it, and this confirmation and the new "
+                "order's first one are estimated.",
+            },
             "held_back": {
                 "type": "array",
                 "description": "Counter readings no machine could make (beyond the type's "

@@ -163,6 +163,31 @@ def test_a_part_counted_in_the_later_scan_of_one_publish_goes_to_the_new_order()
     assert (data["work_order"], data["good"]) == ("WO-2", 1)
 
 
+def test_a_work_order_change_inside_a_gap_is_estimated_on_both_orders() -> None:
+    """Stopped agent or unreachable PLC: when it comes back, order and counter have both
+    moved. The split is unknowable: the parts go to the old order, and both say so."""
+    run = Run()
+    run.feed(0, wo="WO-1", good=0)
+    run.feed(10, good=5)
+    # Back after the gap; an OPC UA value keeps the time it last changed (the order at
+    # 50, the counter at 90), which says nothing about when the parts were made.
+    back = [Sample("plc", "wo", "WO-2", "good", 50.0, True),
+            Sample("plc", "good", 25, "good", 90.0, True)]
+    run.state, produced = apply_samples(SPEC, run.state, back, 100.0, run.ctx)
+    [closing] = [e.data for e in produced if e.type == "production.confirmed"]
+    gap = {"from": "1970-01-01T00:00:10.000Z", "to": "1970-01-01T00:00:50.000Z"}
+    assert (closing["work_order"], closing["good_total"], closing["estimated"],
+            closing["gap"]) == ("WO-1", 25, True, gap)
+    run.feed(120, good=27)
+    first = run.tick(200)[0].data
+    assert (first["work_order"], first["good"], first["estimated"], first["gap"]) == (
+        "WO-2", 2, True, gap)
+    run.feed(210, good=30)
+    later = run.tick(300)[0].data
+    assert later["estimated"] is False
+    assert "gap" not in later
+
+
 def test_a_work_order_change_confirms_the_old_order_even_with_nothing_new() -> None:
     """The ERP may close the order on this confirmation, so it comes even when the last
     interval already confirmed everything; an order that made nothing gets none."""

@@ -101,13 +101,20 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
     # In source-time order: one OPC UA publish often carries two PLC scans, and a part
     # counted in the later scan belongs to the work order set in the earlier one. Ties
     # (a Modbus read stamps every tag alike) keep the role order.
-    relevant.sort(key=lambda pair: (pair[1].source_time, ROLE_ORDER.index(pair[0])))
+    # The first reading after a gap is one instant whatever its timestamps say (an OPC UA
+    # value keeps the time it last changed): what changed in the gap cannot be ordered,
+    # and the gap's parts stay with the order that was current before it.
+    relevant.sort(key=lambda pair: (not pair[1].after_gap,
+                                    0.0 if pair[1].after_gap else pair[1].source_time,
+                                    ROLE_ORDER.index(pair[0])))
     # The hold flag as the same scan has it: a lot that changes in the scan that also
     # clears the hold ends that hold, it does not move it to the new lot.
     holds = {s.source_time: _as_flag(s.value) for role, s in relevant if role == "hold"}
     for role, sample in relevant:
         out.batch_hold = holds.get(sample.source_time)
         _HANDLERS[role](spec, new, sample, now, out)
+    if relevant:
+        new.last_seen_at = max(new.last_seen_at or 0.0, *(s.source_time for _, s in relevant))
     _check_timers(spec, new, now, out)
     return new, out.events
 
@@ -223,11 +230,20 @@ def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
     order = _as_text(s.value)
     if order == st.work_order:
         return
+    gap = None
+    if s.after_gap and st.work_order is not None:
+        # The order changed while we could not see: how the gap's parts split between the
+        # two orders is unknowable. They go to the old one, and both say so.
+        gap = {"from": _iso(st.last_seen_at if st.last_seen_at is not None else s.source_time),
+               "to": _iso(s.source_time)}
+        st.pending_estimated, st.pending_gap = True, gap
     if st.work_order is not None or st.totals_work_order is not None:
         _confirm(spec, st, now, out, "work_order_change")  # what came before is the old order's
     st.work_order = order
     st.totals_work_order = order
     st.totals = {"good": 0, "scrap": 0}
+    if gap is not None:
+        st.pending_estimated, st.pending_gap = True, gap  # the new order's first one too
 
 
 def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger: str) -> None:
@@ -256,6 +272,8 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
         if st.held_back:
             # Readings no machine could have made: booked as nothing, and said so.
             data["held_back"] = take_held_back(st)
+        if st.pending_gap is not None:
+            data["gap"] = st.pending_gap
         if spec.production_lot_role is not None:
             data["lot"] = st.lot if spec.production_lot_role == "lot" else st.production_lot
         if summarise:
@@ -264,7 +282,7 @@ def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger
         out.emit("production.confirmed", now, data)
         st.micro_stops, st.micro_stop_s = 0, 0.0
     st.pending = {"good": 0, "scrap": 0}
-    st.pending_estimated = False
+    st.pending_estimated, st.pending_gap = False, None
     st.interval_start = now
 
 

@@ -107,6 +107,8 @@ class AssetState:
     held_back: list[dict[str, Any]] = field(default_factory=list)  # for the next confirmation
     pending: dict[str, int] = field(default_factory=lambda: {"good": 0, "scrap": 0})
     pending_estimated: bool = False
+    pending_gap: dict[str, str] | None = None  # {from, to}: an order changed in this gap
+    last_seen_at: float | None = None  # source time of the latest sample applied
     interval_start: float | None = None
     last_shift_boundary: float | None = None
     last_snapshot: float | None = None

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from agent.shared import Sample
 from buffer import Outbox, enforce, free_space
-from drivers.base import Sample
 from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .control.server import AgentLock, ControlServer
@@ -183,7 +183,8 @@ class Agent:
         else:
             self.board.devices.append(health)
         self._device_tasks[device.id] = self._group.create_task(
-            run_device(self._make_driver(device), self._sample_queue.put, health),
+            run_device(self._make_driver(device), self._sample_queue.put, health,
+                       device.max_backoff),
             name=f"device {device.id}")
 
     def _start_forwarder(self, uplink_id: str) -> None:

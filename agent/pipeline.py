@@ -17,9 +17,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent.shared import Sample
 from buffer import Outbox
-from drivers.base import Sample
-from drivers.runner import backoff_delay
 
 from .derive import (
     AssetSpec,
@@ -36,6 +35,7 @@ from .derive import (
 from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
+from .shared import backoff_delay
 
 log = logging.getLogger("floorlink.pipeline")
 

@@ -62,8 +62,8 @@ async def _ingest_floorlink(workdir: Path, seconds: float) -> tuple[float, int]:
     from agent.derive import DeriveContext, compile_assets, compile_devices
     from agent.pipeline import Pipeline
     from agent.settings import load_config_text
+    from agent.shared import Sample
     from buffer import Outbox
-    from drivers.base import Sample
 
     config = load_config_text(_config_text(1883, WINDOW, 0), "bench.yaml", workdir)
     outbox = await Outbox.open(workdir / "ingest.db", [])

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agent.errors import DriverError
+from agent.shared import backoff_delay
 
 from .base import Driver, Sample
 
@@ -35,13 +35,8 @@ class DeviceHealth:
     details: dict[str, object] = field(default_factory=dict)
 
 
-def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
-    """Exponential backoff with full jitter, so a plant's worth of agents do not retry in step."""
-    return random.uniform(base / 2, min(cap, base * 2 ** min(attempt, 16)))
-
-
 async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable[None]],
-                     health: DeviceHealth, max_backoff: float = 30.0) -> None:
+                     health: DeviceHealth, max_backoff: float = 10.0) -> None:
     attempt = 0
     health.details = getattr(driver, "details", health.details)
     while True:

@@ -22,7 +22,7 @@ from agent.derive import (
     compile_assets,
 )
 from agent.settings import load_config_text
-from drivers.base import Sample
+from agent.shared import Sample
 
 
 def run_case(case: Path) -> list[dict[str, Any]]:

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
-from drivers.base import Sample
+from agent.shared import Sample
 
 SPEC = AssetSpec(
     id="press-1", area="stamping", line="line-1",

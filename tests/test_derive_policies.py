@@ -20,7 +20,7 @@ from agent.derive import (
     apply_stop,
 )
 from agent.derive.spec import TelemetryPolicy
-from drivers.base import Sample
+from agent.shared import Sample
 
 
 def spec(**changes: object) -> AssetSpec:

@@ -12,7 +12,7 @@ from test_derive import SPEC, Run
 
 from agent.derive import AssetState, apply_samples, apply_stop
 from agent.events import format_time
-from drivers.base import Sample
+from agent.shared import Sample
 
 MODULUS = 1 << 16
 COUNTER_SPEC = dataclasses.replace(SPEC, counter_modulus={"good": MODULUS, "scrap": MODULUS},

@@ -12,7 +12,7 @@ import pytest
 from conftest import free_port
 
 from agent.settings.models import ModbusTcpDevice, OpcUaDevice
-from drivers.base import Sample
+from agent.shared import Sample
 from drivers.runner import DeviceHealth, make_driver, run_device
 
 
@@ -239,3 +239,35 @@ async def test_an_opcua_uint16_counter_wraps_exactly_with_no_modulus_configured(
         state, _ = apply_samples(spec, state, batch, batch[-1].source_time, ctx)
     _, [confirmed] = apply_tick(spec, state, sink.samples[-1].source_time + 7200, ctx)
     assert (confirmed.data["good"], confirmed.data["estimated"]) == (5, False)
+
+
+async def test_an_opcua_device_resumes_within_max_backoff_after_a_server_restart() -> None:
+    """Measured: 6 to 39 s to resume after a 3 s outage, with the wait doubling to 30 s.
+    Now the wait stops at the device's max_backoff (default 10 s; 2 s here)."""
+    import time
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    port = free_port()
+    device = OpcUaDevice.model_validate({
+        "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
+        "timeout": 2, "publishing_interval": 0.05, "max_backoff": "2s",
+        "tags": [{"name": "count", "node": "nsu=urn:test:press;s=Press.Count"}]})
+    assert device.max_backoff == 2.0
+    assert OpcUaDevice.model_validate({**device.model_dump(exclude={"max_backoff"})}
+                                      ).max_backoff == 10.0  # the default, for every protocol
+    server, _ = await start_opcua(port, extra_namespaces=0)
+    sink, health = Sink(), DeviceHealth("ua", "opcua")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health,
+                                          device.max_backoff))
+    try:
+        await sink.wait_for(lambda: health.state == "up")
+        await server.stop()
+        await sink.wait_for(lambda: health.state == "down", within=20)
+        await asyncio.sleep(8)  # long enough for an uncapped wait to grow past 4 s
+        server, _ = await start_opcua(port, extra_namespaces=0)
+        back = time.monotonic()
+        await sink.wait_for(lambda: health.state == "up", within=30)
+        assert time.monotonic() - back < 2.0 + 3.0  # max_backoff, and a connect's worth
+    finally:
+        await stop(task)
+        await server.stop()

@@ -10,8 +10,8 @@ from agent.derive import DeriveContext, compile_assets, compile_devices
 from agent.events import Lane
 from agent.pipeline import Pipeline
 from agent.settings import load_config_text
+from agent.shared import Sample
 from buffer import Outbox
-from drivers.base import Sample
 
 CONFIG = """
 site: s

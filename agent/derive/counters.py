@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from drivers.base import Sample
+from agent.shared import Sample
 
 from ..events import format_time
 from .spec import AssetSpec

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from drivers.base import Sample
+from agent.shared import Sample
 
 from ..events import EVENT_LANES, Event, format_time, new_event_id, source_uri
 from .counters import on_counter, rebaseline_changed_counters, take_held_back

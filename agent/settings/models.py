@@ -180,6 +180,11 @@ class OpcUaDevice(Strict):
     protocol: Literal["opcua"]
     endpoint: Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")]
     timeout: Duration = Field(default=5.0, gt=0, description="Connect and request timeout.")
+    max_backoff: Duration = Field(
+        default=10.0, gt=0, le=300,
+        description="Longest wait between reconnect attempts: the wait doubles from 0.5 s up "
+        "to this, and starts over once data flows.",
+    )
     publishing_interval: Duration = Field(default=0.25, gt=0)
     keepalive: Duration = Field(
         default=5.0, gt=0,
@@ -318,6 +323,11 @@ class ModbusDeviceBase(Strict):
     )
     poll_interval: Duration = Field(default=1.0, gt=0)
     timeout: Duration = Field(default=2.0, gt=0, description="Per request.")
+    max_backoff: Duration = Field(
+        default=10.0, gt=0, le=300,
+        description="Longest wait between reconnect attempts: the wait doubles from 0.5 s up "
+        "to this, and starts over once data flows.",
+    )
     max_gap: Annotated[int, Field(ge=0, le=124)] = Field(
         default=16, description="Unused registers a merged read may span to save a request."
     )

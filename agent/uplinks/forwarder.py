@@ -20,11 +20,11 @@ from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 
 from buffer import LANES, Outbox, StoredEvent
-from drivers.runner import backoff_delay
 
 from ..errors import BufferError, UplinkRejected, UplinkUnavailable
 from ..events import short_type
 from ..redact import scrub
+from ..shared import backoff_delay
 from .base import Uplink
 from .pacing import Pacer
 

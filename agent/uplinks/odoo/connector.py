@@ -35,12 +35,12 @@ from typing import Any
 import httpx
 
 from buffer import StoredEvent
-from drivers.runner import backoff_delay
 
 from ...errors import UplinkRejected
 from ...events import short_type
 from ...settings.models import Asset, Config
 from ...settings.odoo import DowntimeMapping, OdooUplink, ProductionMapping
+from ...shared import backoff_delay
 from ..base import UplinkHealth
 from . import records
 from .holds import ReleasedHolds, release_activity

@@ -271,3 +271,43 @@ async def test_an_opcua_device_resumes_within_max_backoff_after_a_server_restart
     finally:
         await stop(task)
         await server.stop()
+
+
+async def test_a_huge_opcua_string_is_cut_to_max_string_and_warned_once(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A 10 MB work-order string took the agent from 77 to 350 MB RSS and made an 11 MB
+    status page. Strings stop at max_string (256 by default) at the driver."""
+    from asyncua import Server, ua
+
+    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
+    port = free_port()
+    server = Server()
+    await server.init()
+    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/test")
+    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
+    idx = await server.register_namespace("urn:test:press")
+    var = await server.nodes.objects.add_variable(ua.NodeId("Press.WorkOrder", idx), "WO",
+                                                  ua.Variant("WO-1", ua.VariantType.String))
+    await server.start()
+    device = OpcUaDevice.model_validate({
+        "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
+        "timeout": 2, "publishing_interval": 0.05,
+        "tags": [{"name": "wo", "node": "nsu=urn:test:press;s=Press.WorkOrder"}]})
+    sink, health = Sink(), DeviceHealth("ua", "opcua")
+    task = asyncio.create_task(run_device(make_driver(device), sink, health))
+    try:
+        await sink.wait_for(lambda: sink.latest().get("wo") is not None)
+        for n in range(2):
+            huge = f"WO-{n}" + "x" * 4_000_000
+            await var.write_value(ua.Variant(huge, ua.VariantType.String))
+            await sink.wait_for(lambda n=n: str(sink.latest()["wo"].value).startswith(f"WO-{n}x"))
+        value = str(sink.latest()["wo"].value)
+        assert len(value) == 256
+        assert value.endswith("…[cut]")
+        await var.write_value(ua.Variant("WO-2", ua.VariantType.String))
+        await sink.wait_for(lambda: sink.latest()["wo"].value == "WO-2")  # short ones untouched
+    finally:
+        await stop(task)
+        await server.stop()
+    warnings = [r for r in caplog.records if "cut to 256" in r.getMessage()]
+    assert len(warnings) == 1  # once per tag, not per value

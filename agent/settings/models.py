@@ -180,6 +180,12 @@ class OpcUaDevice(Strict):
     protocol: Literal["opcua"]
     endpoint: Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")]
     timeout: Duration = Field(default=5.0, gt=0, description="Connect and request timeout.")
+    max_string: Annotated[int, Field(ge=16, le=65536)] = Field(
+        default=256,
+        description="Longest string value taken from the server, in characters: a longer "
+        "one is cut, ends in '…[cut]', and is warned about once per tag. (Modbus strings "
+        "are bounded by their tag's length.)",
+    )
     max_backoff: Duration = Field(
         default=10.0, gt=0, le=300,
         description="Longest wait between reconnect attempts: the wait doubles from 0.5 s up "

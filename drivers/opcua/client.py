@@ -36,6 +36,7 @@ CLOSE_TIMEOUT = 2.0
 log = logging.getLogger("floorlink.opcua")
 
 STALE_KEEPALIVES = 3
+TRUNCATED = "…[cut]"  # ends a string cut to max_string
 WATCHDOG_PERIOD = 0.5
 
 
@@ -60,6 +61,7 @@ class OpcUaDriver:
         self._handle_of_tag: dict[str, int] = {
             tag.name: index for index, tag in enumerate(device.tags, 1)}
         self._seen_since_open: set[str] = set()
+        self._truncated: set[str] = set()  # tags whose over-long string was warned about
         self._lost: str | None = None
         self._subscriptions: list[_Subscription] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -268,8 +270,22 @@ class OpcUaDriver:
     def _emit(self, tag: str, data_value: Any) -> None:
         first = tag not in self._seen_since_open
         self._seen_since_open.add(tag)
-        self._pending.append(to_sample(self.device_id, tag, data_value, first))
+        sample = to_sample(self.device_id, tag, data_value, first)
+        if isinstance(sample.value, str) and len(sample.value) > self.device.max_string:
+            sample = sample._replace(value=self._capped(tag, sample.value))
+        self._pending.append(sample)
         self._wakeup.set()
+
+    def _capped(self, tag: str, text: str) -> str:
+        """A string no PLC tag needs (a 10 MB work order took the agent from 77 to 350 MB
+        and made an 11 MB status page): cut to max_string, marked, warned once per tag."""
+        limit = self.device.max_string
+        if tag not in self._truncated:
+            self._truncated.add(tag)
+            log.warning("%s.%s: a string of %d characters, cut to %d (max_string); events "
+                        "and the status page carry the cut value", self.device_id, tag,
+                        len(text), limit)
+        return text[:limit - len(TRUNCATED)] + TRUNCATED
 
     # ------------------------------------------------------------------ polling
 

@@ -9,7 +9,7 @@ quality and source timestamp.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from drivers.modbus.decode import DecodeError, decode_registers
 from drivers.modbus.device import ModbusDriver, describe_exception
@@ -18,7 +18,7 @@ from drivers.runner import DriverFactory
 
 from .errors import DriverError
 from .events import format_time
-from .settings.models import Config, ModbusTag, OpcUaDevice
+from .settings.models import Config, ModbusTag, OpcUaDevice, TagBase
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 EX_UNAVAILABLE = 69
@@ -52,7 +52,8 @@ async def _probe_modbus(driver: ModbusDriver, out: Callable[[str], None]) -> int
         out(f"  {request.table} {request.start}..{request.start + request.count - 1} "
             f"({request.count} {unit}): {', '.join(t.name for t in request.tags)}")
     out("")
-    out(f"{'tag':<16} {'address':<22} {'type':<8} {'raw':<22} value")
+    w = _name_width(device.tags)
+    out(f"{'tag':<{w}} {'address':<22} {'type':<8} {'raw':<22} value")
     failures = 0
     for request in list(driver.plan):
         response = await driver.read_raw(request)
@@ -60,17 +61,17 @@ async def _probe_modbus(driver: ModbusDriver, out: Callable[[str], None]) -> int
             address = f"{request.table} {tag.location[1]}"
             if response.isError():
                 failures += 1
-                out(f"{tag.name:<16} {address:<22} {tag.type:<8} {'-':<22} "
+                out(f"{tag.name:<{w}} {address:<22} {tag.type:<8} {'-':<22} "
                     f"{describe_exception(getattr(response, 'exception_code', None))}")
                 continue
             offset = tag.location[1] - request.start
             if request.table in BIT_TABLES:
-                out(f"{tag.name:<16} {address:<22} {tag.type:<8} "
+                out(f"{tag.name:<{w}} {address:<22} {tag.type:<8} "
                     f"{int(response.bits[offset]):<22} {bool(response.bits[offset])}")
                 continue
             words = list(response.registers[offset:offset + tag.width])
             raw = " ".join(f"{w:04x}" for w in words)
-            out(f"{tag.name:<16} {address:<22} {tag.type:<8} {raw:<22} "
+            out(f"{tag.name:<{w}} {address:<22} {tag.type:<8} {raw:<22} "
                 f"{_decoded(words, tag)}{_all_orders(words, tag)}")
     return 0 if not failures else 1
 
@@ -110,12 +111,27 @@ async def _probe_opcua(driver: object, device: OpcUaDevice, out: Callable[[str],
                     seen[sample.tag] = sample
     except TimeoutError:
         pass
-    out(f"{'tag':<16} {'node':<44} {'quality':<9} {'source time':<25} value")
+    w = _name_width(device.tags)
+    where = {tag.name: tag.node or f"path {tag.path}" for tag in device.tags}
+    nw = max(44, *(len(text) for text in where.values()))
+    out(f"{'tag':<{w}} {'node':<{nw}} {'quality':<9} {'source time':<25} value")
     for tag in device.tags:
         sample = seen.get(tag.name)
         if sample is None:
-            out(f"{tag.name:<16} {tag.node:<44} no value received")
+            out(f"{tag.name:<{w}} {where[tag.name]:<{nw}} no value received")
             continue
-        out(f"{tag.name:<16} {tag.node:<44} {sample.quality:<9} "  # type: ignore[attr-defined]
-            f"{format_time(sample.source_time):<25} {sample.value!r}")  # type: ignore[attr-defined]
+        out(f"{tag.name:<{w}} {where[tag.name]:<{nw}} "
+            f"{sample.quality:<9} {format_time(sample.source_time):<25} "  # type: ignore[attr-defined]
+            f"{_shown(sample.value)}")  # type: ignore[attr-defined]
     return 0 if len(seen) == len(device.tags) else 1
+
+
+def _name_width(tags: Sequence[TagBase]) -> int:
+    """Columns stay aligned however long the tag names are."""
+    return max(16, *(len(tag.name) for tag in tags))
+
+
+def _shown(value: object, limit: int = 80) -> str:
+    """A value on one line of the table: long strings end in an ellipsis."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 1] + "…"

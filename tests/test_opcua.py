@@ -426,3 +426,49 @@ async def test_browse_prints_the_tree_with_node_ids_types_and_values(plc: Plc) -
     assert f"Press1  nsu={NS};s=Press1" in text
     assert f"├─ Good  nsu={NS};s=Press1.Good  UInt32 = 100" in text
     assert f"Order  nsu={NS};s=Press1.Order  String = 'WO-1'" in text
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="uses the installed console script")
+async def test_browse_without_a_namespace_says_what_to_add(plc: Plc) -> None:
+    """It used to end in an AssertionError traceback."""
+    command = os.path.join(os.path.dirname(sys.executable), "floorlink")
+    proc = await asyncio.create_subprocess_exec(
+        command, "browse", plc.endpoint, "--path", "Press1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 60)
+    text = err.decode()
+    assert proc.returncode == 69
+    assert "Traceback" not in text
+    assert "give its URI (--namespace" in text
+    assert NS in text  # the namespaces the server offers
+
+
+async def test_probe_shows_path_tags_and_keeps_its_columns(plc: Plc, tmp_path: Path) -> None:
+    """A tag addressed by `path` made probe end in a TypeError; long names and values
+    pushed the columns apart."""
+    from agent.probe import probe
+    from agent.settings import load_config_text
+
+    await plc.write("Order", "WO-" + "9" * 300)
+    config = load_config_text(f"""
+site: s
+agent: {{id: a}}
+devices:
+  - id: ua
+    protocol: opcua
+    endpoint: {plc.endpoint}
+    timeout: 2
+    namespace: "{NS}"
+    tags:
+      - {{name: good, path: Press1/Good}}
+      - {{name: a_very_long_tag_name_for_the_order_number, node: "{node('Order')}"}}
+""", "config.yaml", tmp_path)
+    lines: list[str] = []
+    code = await probe(config, "ua", lines.append)
+    assert code == 0, lines
+    header, *rows = [line for line in lines if not line.startswith("ua:")]
+    assert "path Press1/Good" in rows[0]
+    assert rows[0].split()[-1] == "100"
+    assert len(rows[1]) < 300  # a long value is shortened on its line
+    assert rows[1].endswith("…")
+    assert header.index("node") == rows[0].index("path Press1/Good") == rows[1].index("nsu=")

@@ -148,8 +148,13 @@ def browse_path(path: str, namespace: str | None, namespaces: list[str]) -> Any:
         element.IsInverse = False
         if name.startswith("0:"):
             element.TargetName = ua.QualifiedName(name[2:], 0)
+        elif index is None:
+            # The settings insist on a namespace for these; the browse command may not.
+            raise LookupError(f"'{name}' in path '{path}' is a name in some namespace: give "
+                              "its URI (--namespace, or the tag's namespace), or write "
+                              f"'0:{name}' for the OPC UA standard namespace. The server "
+                              "offers: " + ", ".join(namespaces))
         else:
-            assert index is not None  # the settings insist on a namespace for these
             element.TargetName = ua.QualifiedName(name, index)
         elements.append(element)
     request = ua.BrowsePath()

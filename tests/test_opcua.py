@@ -91,6 +91,9 @@ class Plc:
             self.vars[name] = await press.add_variable(
                 ua.NodeId(f"Press1.{name}", idx), ua.QualifiedName(name, idx), variant)
             self.kinds[name] = variant.VariantType
+        codes = ua.LocalizedText("1 running, 2 idle, 3 down")  # as PLCs document them
+        await self.vars["State"].write_attribute(ua.AttributeIds.Description, ua.DataValue(
+            ua.Variant(codes, ua.VariantType.LocalizedText)))
         for n in range(extra):
             self.vars[f"x{n}"] = await press.add_variable(
                 ua.NodeId(f"Press1.x{n}", idx), ua.QualifiedName(f"x{n}", idx),
@@ -426,6 +429,7 @@ async def test_browse_prints_the_tree_with_node_ids_types_and_values(plc: Plc) -
     assert f"Press1  nsu={NS};s=Press1" in text
     assert f"├─ Good  nsu={NS};s=Press1.Good  UInt32 = 100" in text
     assert f"Order  nsu={NS};s=Press1.Order  String = 'WO-1'" in text
+    assert f"State  nsu={NS};s=Press1.State  Int32 = 1  — 1 running, 2 idle, 3 down" in text
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="uses the installed console script")

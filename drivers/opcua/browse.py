@@ -64,8 +64,10 @@ class _Walker:
             name = (f"0:{reference.BrowseName.Name}" if reference.BrowseName.NamespaceIndex == 0
                     else reference.BrowseName.Name)
             if reference.NodeClass == ua.NodeClass.Variable:
-                data_type, shown = values[reference.NodeId.to_string()]
-                self.out(f"{indent}{branch}{name}  {node_id}  {data_type} = {shown}")
+                data_type, shown, about = values[reference.NodeId.to_string()]
+                # PLCs often document a state tag's codes in its Description.
+                note = f"  — {about}" if about else ""
+                self.out(f"{indent}{branch}{name}  {node_id}  {data_type} = {shown}{note}")
             else:
                 kind = reference.NodeClass.name
                 self.out(f"{indent}{branch}{name}  {node_id}  ({kind})")
@@ -74,7 +76,7 @@ class _Walker:
                 await self.children(self.client.get_node(reference.NodeId), depth - 1,
                                     indent + carry)
 
-    async def _read(self, variables: list[Any]) -> dict[str, tuple[str, str]]:
+    async def _read(self, variables: list[Any]) -> dict[str, tuple[str, str, str]]:
         from asyncua import ua
 
         ids = [r.NodeId for r in variables]
@@ -86,8 +88,11 @@ class _Walker:
                                        lambda part: read(ua.AttributeIds.Value, part))
         types = await nodes.in_chunks(ids, self.limits.read,
                                       lambda part: read(ua.AttributeIds.DataType, part))
-        shown: dict[str, tuple[str, str]] = {}
-        for node_id, value, data_type in zip(ids, values, types, strict=True):
+        descriptions = await nodes.in_chunks(ids, self.limits.read,
+                                             lambda part: read(ua.AttributeIds.Description, part))
+        shown: dict[str, tuple[str, str, str]] = {}
+        for node_id, value, data_type, description in zip(ids, values, types, descriptions,
+                                                          strict=True):
             type_id = data_type.Value.Value if data_type.Value is not None else None
             type_name = await self._type_name(type_id) if type_id is not None else "?"
             quality = quality_of(value.StatusCode)
@@ -98,7 +103,10 @@ class _Walker:
                 text = repr(plain(raw))
                 text = (text if len(text) <= 80 else text[:77] + "...") + (
                     "" if quality == "good" else " (uncertain)")
-            shown[node_id.to_string()] = (type_name, text)
+            about = ""
+            if description.Value is not None and description.Value.Value is not None:
+                about = " ".join(str(plain(description.Value.Value) or "").split())[:200]
+            shown[node_id.to_string()] = (type_name, text, about)
         return shown
 
     async def _type_name(self, type_id: Any) -> str:

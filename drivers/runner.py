@@ -28,6 +28,10 @@ class DeviceHealth:
     state: str = "connecting"  # connecting | up | down
     since: float = field(default_factory=time.time)
     last_error: str | None = None
+    last_error_at: float | None = None  # cleared, with last_error, when data flows again
+    # Tags the device answers for with an error while connected (the driver keeps it):
+    # tag -> what the device said. Any makes an `up` device `degraded` on the status page.
+    tag_errors: dict[str, str] = field(default_factory=dict)
     samples: int = 0
     last_sample_at: float | None = None
     reconnects: int = 0
@@ -39,6 +43,7 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
                      health: DeviceHealth, max_backoff: float = 10.0) -> None:
     attempt = 0
     health.details = getattr(driver, "details", health.details)
+    health.tag_errors = getattr(driver, "tag_errors", health.tag_errors)
     while True:
         try:
             await driver.open()
@@ -49,6 +54,7 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
                                  time.time() - health.since)
                         health.reconnects += 1
                     health.state, health.since = "up", time.time()
+                    health.last_error = health.last_error_at = None  # what kept it away is over
                     attempt = 0
                 health.samples += len(batch)
                 health.last_sample_at = time.time()
@@ -57,7 +63,7 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
             if health.state != "down":
                 log.warning("device %s down: %s", driver.device_id, exc)
                 health.state, health.since = "down", time.time()
-            health.last_error = str(exc)
+            health.last_error, health.last_error_at = str(exc), time.time()
         finally:
             await driver.close()
         await asyncio.sleep(backoff_delay(attempt, cap=max_backoff))

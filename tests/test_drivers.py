@@ -311,3 +311,42 @@ async def test_a_huge_opcua_string_is_cut_to_max_string_and_warned_once(
         await server.stop()
     warnings = [r for r in caplog.records if "cut to 256" in r.getMessage()]
     assert len(warnings) == 1  # once per tag, not per value
+
+
+async def test_a_device_whose_tags_all_answer_with_an_error_is_degraded_with_an_alarm() -> None:
+    """Measured: every tag answered exception 2, and the page said "up", last sample 0 s
+    ago, no error, no alarm."""
+    from agent.status.board import StatusBoard
+    from agent.status.page import render
+
+    port = free_port()
+    device = ModbusTcpDevice.model_validate({
+        "id": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
+        "poll_interval": 0.1, "timeout": 0.5,
+        "tags": [{"name": "state", "register": 40201}, {"name": "good", "register": 40301}]})
+    server = await start_modbus(port, [1, 2, 3])
+    sink, health = Sink(), DeviceHealth("plc", "modbus_tcp")
+    board = StatusBoard(site="s", agent="a", alive=True)
+    board.devices = [health]
+    task = asyncio.create_task(run_device(make_driver(device), sink, health, max_backoff=0.5))
+    try:
+        await sink.wait_for(lambda: len(health.tag_errors) == 2)
+        view = board.snapshot()
+        [shown] = view["devices"]
+        assert shown["state"] == "degraded"
+        assert "illegal data address" in shown["tag_errors"]["state"]
+        [alarm] = [a for a in view["alarms"] if a["key"] == "device.plc.degraded"]
+        assert "2 tag(s) answer with an error" in alarm["message"]
+        assert "holding_register 200" in alarm["message"]
+        assert "degraded" in render(view)
+        await server.shutdown()
+        await sink.wait_for(lambda: health.state == "down")
+        assert health.last_error is not None
+        assert health.last_error_at is not None  # the page says when
+        assert "(at 20" in render(board.snapshot())
+        server = await start_modbus(port, [1, 2, 3])
+        await sink.wait_for(lambda: health.state == "up")
+        assert (health.last_error, health.last_error_at) == (None, None)  # cleared
+    finally:
+        await stop(task)
+        await server.shutdown()

@@ -121,6 +121,17 @@ class StatusBoard:
                            "message": self.config_error, "raised_at": None})
         alarms += [{"key": f"uplink.{u.uplink}.paused", "severity": "critical",
                     "message": u.alarm, "raised_at": None} for u in self.uplinks if u.alarm]
+        for d in self.devices:
+            if d.state == "up" and d.tag_errors:
+                listed = "; ".join(f"{tag}: {why}" for tag, why in sorted(d.tag_errors.items())[:5])
+                more = len(d.tag_errors) - 5
+                alarms.append({
+                    "key": f"device.{d.device}.degraded", "severity": "warning",
+                    "message": f"device {d.device} is connected but {len(d.tag_errors)} tag(s) "
+                               f"answer with an error: {listed}" + (f"; and {more} more"
+                                                                    if more > 0 else "")
+                               + ". Check each tag's address and type against the PLC",
+                    "raised_at": None})
         if self.clock is not None and self.clock.synchronized is False:
             alarms.append({"key": "clock.unsynchronized", "severity": "warning",
                            "message": "the system clock is not synchronised: event times "
@@ -131,6 +142,8 @@ class StatusBoard:
 
 def _device_view(health: DeviceHealth, now: float) -> dict[str, Any]:
     view = _times_as_text(dataclasses.asdict(health))
+    if health.state == "up" and health.tag_errors:
+        view["state"] = "degraded"  # connected, but not every tag answers
     view["last_sample_age_s"] = (round(now - health.last_sample_at, 1)
                                  if health.last_sample_at else None)
     return view

@@ -106,13 +106,25 @@ def _assets(assets: dict[str, Any], now: float) -> str:
 _STATE_TONES = {"running": "ok", "down": "bad", "fault": "bad"}
 
 
+def _device_error(d: dict[str, Any]) -> str:
+    """The last error with its time, or the tags that answer with an error."""
+    if d.get("last_error"):
+        at = d.get("last_error_at")
+        return f'{d["last_error"]} (at {at})' if at else str(d["last_error"])
+    errors = d.get("tag_errors") or {}
+    if errors:
+        return "; ".join(f"{tag}: {why}" for tag, why in sorted(errors.items())[:5]) + (
+            f"; and {len(errors) - 5} more" if len(errors) > 5 else "")
+    return "—"
+
+
 def _devices(devices: list[dict[str, Any]]) -> str:
     rows = [_row(
         escape(d["device"]), escape(d["protocol"]),
         f'<span class="{"ok" if d["state"] == "up" else "bad"}">{escape(d["state"])}</span>',
         _ago(d.get("last_sample_age_s")),
         f'<span class="{"bad" if d["state"] != "up" else "mute"}">'
-        f'{escape(d["last_error"] or "—")}</span>') for d in devices]
+        f'{escape(_device_error(d))}</span>') for d in devices]
     return _table("devices", "Devices", ["Device", "Protocol", "Connection", "Last sample",
                                          "Last error"], rows, "no devices configured")
 

@@ -69,6 +69,7 @@ class OpcUaDriver:
         self._limits = nodes.OperationLimits()
         # Typed handles on the mutable parts of `details`, which the status page shows.
         self._refused: dict[str, str] = {}
+        self.tag_errors = self._refused  # what the status page lists as tags in error
         self._requests: dict[str, int] = {}
         self._recreated = 0
         self.details: dict[str, object] = {"subscriptions": 0, "monitored_items": 0,

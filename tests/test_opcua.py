@@ -409,7 +409,10 @@ async def test_a_restart_with_reordered_namespaces_loses_and_doubles_no_parts() 
     spec = AssetSpec(id="press-1", area=None, line=None, roles={"ua.good": "good"},
                      state_map={}, micro_stop=5.0, interval=3600.0)
     context = DeriveContext(site="s", agent="a", epoch=1, new_id=lambda: "id")
-    state, events = apply_samples(spec, AssetState(), sink.samples, 0.0, context)
+    state, events = AssetState(), []
+    for batch in sink.batches:  # batch by batch, as the pipeline applies them
+        state, produced = apply_samples(spec, state, batch, 0.0, context)
+        events += produced
     state, final = apply_stop(spec, state, 1.0, context)
     [confirmation] = [e for e in events + final if e.type.endswith("production.confirmed")]
     assert confirmation.data["good"] == made - 100  # every part after the baseline, once

@@ -103,7 +103,8 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
     # (a Modbus read stamps every tag alike) keep the role order.
     # The first reading after a gap is one instant whatever its timestamps say (an OPC UA
     # value keeps the time it last changed): what changed in the gap cannot be ordered,
-    # and the gap's parts stay with the order that was current before it.
+    # and the gap's parts stay with the order that was current before it. (A batch is one
+    # driver's hand-over, so it holds at most one reconnection's first reading.)
     relevant.sort(key=lambda pair: (not pair[1].after_gap,
                                     0.0 if pair[1].after_gap else pair[1].source_time,
                                     ROLE_ORDER.index(pair[0])))

@@ -49,6 +49,16 @@ class TextFormatter(logging.Formatter):
         return scrub(text)
 
 
+class ProtocolNoise(logging.Filter):
+    """asyncio logs every frame a protocol library fails to decode as a fatal error with a
+    traceback: from a PLC sending broken frames, pymodbus's several a second. The Modbus
+    driver names the condition once, in the plant's words (see drivers/modbus/bus.py)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return error is None or not type(error).__module__.startswith("pymodbus")
+
+
 def setup(level: str, log_format: str = "auto") -> None:
     """`auto` is JSON under systemd (journald gives JOURNAL_STREAM), text elsewhere."""
     if log_format == "auto":
@@ -62,11 +72,16 @@ def setup(level: str, log_format: str = "auto") -> None:
     root.setLevel(getattr(logging, level.upper()))
     # Protocol libraries log every frame or reconnect attempt; our runners log each
     # transition once (down, recovered) with the cause.
-    logging.getLogger("pymodbus").setLevel(logging.ERROR)
+    # pymodbus logs a malformed or mismatched frame at ERROR, with a traceback, on every
+    # poll (several a second); the driver reports the condition once, in its own words.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     # Even at --log-level debug: one line per SQL statement or HTTP frame buries ours.
     for chatty in ("aiosqlite", "httpcore", "asyncio"):
         logging.getLogger(chatty).setLevel(max(logging.INFO, root.level))
+    noise = logging.getLogger("asyncio")
+    if not any(isinstance(f, ProtocolNoise) for f in noise.filters):
+        noise.addFilter(ProtocolNoise())
     # httpx logs every request at INFO ("HTTP Request: POST ... 200 OK"): two thirds of an
     # Odoo uplink's lines. The uplinks say what matters: failures, pauses, recoveries.
     logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))

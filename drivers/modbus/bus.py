@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 from agent.errors import DeviceUnreachable, DriverError
@@ -41,6 +42,9 @@ class UnitSilent(DriverError):
 
 
 class ModbusBus:
+    _sent: bytes = b""
+    _heard: bytes = b""
+
     def __init__(self, name: str, device: ModbusDevice) -> None:
         self.name = name
         # The first device on the line defines it: the config check makes the serial
@@ -87,9 +91,13 @@ class ModbusBus:
                 _honour_cancellation()
                 return response
             except ModbusIOException as exc:
+                lie = _mismatch(str(exc)) or self._heard_lie()
                 if self._client is not None and not self._client.connected:
                     await self._disconnect()
-                    raise DeviceUnreachable(f"{self.name}: connection lost ({exc})") from exc
+                    cause = f"unit {unit} {lie}" if lie else str(exc)
+                    raise DeviceUnreachable(f"{self.name}: connection lost ({cause})") from exc
+                if lie is not None:
+                    raise UnitSilent(f"unit {unit} on {self.name} {lie}") from exc
                 raise UnitSilent(f"unit {unit} on {self.name} did not answer within "
                                  f"{self.settings.timeout:g}s") from exc
             except (ConnectionException, OSError, TimeoutError) as exc:
@@ -128,7 +136,7 @@ class ModbusBus:
         device = self.settings
         # retries=0, reconnect_delay=0: retrying and reconnecting are the runner's job.
         common: dict[str, Any] = {"timeout": device.timeout, "retries": 0, "reconnect_delay": 0,
-                                  "name": self.name}
+                                  "name": self.name, "trace_packet": self._trace}
         if isinstance(device, ModbusRtuDevice):
             return AsyncModbusSerialClient(
                 device.port, framer=FramerType.RTU, baudrate=device.baudrate,
@@ -138,6 +146,19 @@ class ModbusBus:
             return AsyncModbusTcpClient(device.host, port=device.port, framer=FramerType.RTU,
                                         **common)
         return AsyncModbusTcpClient(device.host, port=device.port, **common)
+
+    def _trace(self, sending: bool, data: bytes) -> bytes:
+        """pymodbus drops an answer that is not to our request and lets the request time
+        out: keep the last request and what came back, to say why."""
+        if sending:
+            self._sent, self._heard = data, b""
+        elif len(self._heard) < HEARD_LIMIT:
+            self._heard += data[:HEARD_LIMIT - len(self._heard)]
+        return data
+
+    def _heard_lie(self) -> str | None:
+        rtu = isinstance(self.settings, ModbusRtuDevice | ModbusRtuOverTcpDevice)
+        return heard_lie(self._sent, self._heard, rtu)
 
     async def _disconnect(self) -> None:
         client, self._client = self._client, None
@@ -184,3 +205,47 @@ def _describe(device: ModbusDevice) -> str:
     if isinstance(device, ModbusRtuOverTcpDevice):
         return f"RTU-over-TCP {device.host}:{device.port}"
     return f"{device.host}:{device.port}"
+
+
+_MISMATCH = re.compile(r"request uses (device|transaction) id=(\d+) but received (\d+)")
+
+
+def _mismatch(text: str) -> str | None:
+    """pymodbus's refusal of an answer that is not to our request, in the plant's words."""
+    found = _MISMATCH.search(text)
+    if found is None:
+        return None
+    kind, asked, got = found.groups()
+    if kind == "device":
+        return (f"answered with unit {got}, expected {asked}: check the unit id, or a gateway "
+                "that rewrites it")
+    return (f"answered with transaction id {got}, expected {asked}: another client or a "
+            "gateway is mixing up answers on this connection")
+
+
+HEARD_LIMIT = 260  # a Modbus frame is at most 260 bytes
+
+
+def heard_lie(sent: bytes, heard: bytes, rtu: bool) -> str | None:
+    """What was wrong with an answer pymodbus did not take, or None if nothing came."""
+    if not sent or not heard:
+        return None
+    if rtu:
+        unit_at, function_at, head = 0, 1, 3  # unit, function, byte count; CRC at the end
+        trailer = 2
+    else:
+        unit_at, function_at, head = 6, 7, 9  # MBAP header, then function and byte count
+        trailer = 0
+        if len(heard) >= 2 and heard[:2] != sent[:2]:
+            return (f"answered with transaction id {int.from_bytes(heard[:2], 'big')}, "
+                    f"expected {int.from_bytes(sent[:2], 'big')}: another client or a gateway "
+                    "is mixing up answers on this connection")
+    if len(heard) > unit_at and len(sent) > unit_at and heard[unit_at] != sent[unit_at]:
+        return (f"answered with unit {heard[unit_at]}, expected {sent[unit_at]}: check the "
+                "unit id, or a gateway that rewrites it")
+    if len(heard) >= head and heard[function_at] in (1, 2, 3, 4):
+        declared, carried = heard[head - 1], len(heard) - head - trailer
+        if declared != carried:
+            return (f"answered with a byte count of {declared} for {carried} bytes of data: a "
+                    "broken frame (wiring, or a converter dropping bytes)")
+    return None

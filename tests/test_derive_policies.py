@@ -336,7 +336,7 @@ def test_telemetry_of_a_bound_tag_travels_under_the_asset() -> None:
 
 
 def test_shift_start_helper_handles_the_spring_forward_gap() -> None:
-    from agent.derive.machine import last_shift_start
+    from agent.derive.production import last_shift_start
 
     berlin_spec = spec(shifts=((2, 30),), timezone="Europe/Berlin")
     # 2026-03-29: 02:00 CET jumps to 03:00 CEST; 02:30 does not exist that day.

@@ -1,6 +1,8 @@
 """Samples and time in, events and new state out. No I/O, no clock reads.
 
-Every transition of an asset lives in this module:
+The transitions of an asset, and where each lives (this module dispatches samples and
+ticks to them, and holds machine state, downtime, holds and maintenance itself; counters
+are in counters.py, confirmations in production.py, telemetry in telemetry.py):
 
     machine state   a new code must hold `min_dwell` before it counts, then: state_changed
     downtime        none --enter a down state--> pending
@@ -31,56 +33,21 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from agent.shared import Sample
 
-from ..events import EVENT_LANES, Event, format_time, new_event_id, source_uri
-from .counters import on_counter, rebaseline_changed_counters, take_held_back
-from .spec import ROLE_ORDER, AssetSpec, DeviceSpec, TelemetryPolicy
-from .state import (
-    AssetState,
-    DeviceState,
-    OpenDowntime,
-    OpenHold,
-    ReasonChange,
-    TelemetryMemory,
-)
+from ..events import Event
+from . import telemetry
+from .counters import on_counter, rebaseline_changed_counters
+from .emit import DeriveContext, Emitter, as_flag, as_int, as_text, iso, round_s
+from .production import confirm, last_shift_start, on_production_lot, on_work_order
+from .spec import ROLE_ORDER, AssetSpec, DeviceSpec
+from .state import AssetState, DeviceState, OpenDowntime, OpenHold, ReasonChange
 
 UNKNOWN_STATE = "unknown"
-_iso = format_time
-
-
-@dataclass(frozen=True)
-class DeriveContext:
-    site: str
-    agent: str
-    epoch: int
-    new_id: Callable[[], str] = new_event_id
-
-
-class _Emitter:
-    def __init__(self, subject: str, sequences: dict[str, int], ctx: DeriveContext) -> None:
-        self.subject, self.sequences, self.ctx = subject, sequences, ctx
-        self.events: list[Event] = []
-        self.source = source_uri(ctx.site, ctx.agent, subject)
-        self.batch_hold: bool | None = None  # the hold flag in the scan being applied, if read
-
-    def emit(self, short_type: str, time: float, data: dict[str, Any],
-             event_id: str | None = None) -> Event:
-        lane = EVENT_LANES[short_type]
-        sequence = self.sequences.get(lane.label, 0) + 1
-        self.sequences[lane.label] = sequence
-        event = Event(
-            id=event_id or self.ctx.new_id(), type=short_type, source=self.source,
-            subject=self.subject, time=time, lane=lane, sequence=sequence,
-            epoch=self.ctx.epoch, data=data,
-        )
-        self.events.append(event)
-        return event
+__all__ = ["DeriveContext", "apply_device_samples", "apply_device_tick", "apply_samples",
+           "apply_stop", "apply_tick", "last_shift_start"]
 
 
 # ================================================================== entry points
@@ -89,13 +56,13 @@ class _Emitter:
 def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now: float,
                   ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     new = state.copy()
-    out = _Emitter(spec.id, new.sequences, ctx)
+    out = Emitter(spec.id, new.sequences, ctx)
     rebaseline_changed_counters(spec, new)
     relevant: list[tuple[str, Sample]] = []
     for sample in samples:
         ref = f"{sample.device}.{sample.tag}"
         if ref in spec.telemetry:
-            _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
+            telemetry.on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
         if ref in spec.roles and sample.quality == "good":  # bad quality never moves state
             relevant.append((spec.roles[ref], sample))
     # In source-time order: one OPC UA publish often carries two PLC scans, and a part
@@ -110,7 +77,7 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
                                     ROLE_ORDER.index(pair[0])))
     # The hold flag as the same scan has it: a lot that changes in the scan that also
     # clears the hold ends that hold, it does not move it to the new lot.
-    holds = {s.source_time: _as_flag(s.value) for role, s in relevant if role == "hold"}
+    holds = {s.source_time: as_flag(s.value) for role, s in relevant if role == "hold"}
     for role, sample in relevant:
         out.batch_hold = holds.get(sample.source_time)
         _HANDLERS[role](spec, new, sample, now, out)
@@ -123,7 +90,7 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
 def apply_tick(spec: AssetSpec, state: AssetState, now: float,
                ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     new = state.copy()
-    out = _Emitter(spec.id, new.sequences, ctx)
+    out = Emitter(spec.id, new.sequences, ctx)
     _check_timers(spec, new, now, out)
     return new, out.events
 
@@ -132,9 +99,9 @@ def apply_stop(spec: AssetSpec, state: AssetState, now: float,
                ctx: DeriveContext) -> tuple[AssetState, list[Event]]:
     """A clean stop confirms what was produced; open downtimes and holds carry on."""
     new = state.copy()
-    out = _Emitter(spec.id, new.sequences, ctx)
+    out = Emitter(spec.id, new.sequences, ctx)
     if new.interval_start is not None:
-        _confirm(spec, new, now, out, "stop")
+        confirm(spec, new, now, out, "stop")
     return new, out.events
 
 
@@ -142,12 +109,12 @@ def apply_device_samples(spec: DeviceSpec, state: DeviceState, samples: list[Sam
                          now: float, ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
     """Telemetry of tags no asset uses; the device is the subject."""
     new = state.copy()
-    out = _Emitter(spec.id, new.sequences, ctx)
+    out = Emitter(spec.id, new.sequences, ctx)
     for sample in samples:
         ref = f"{sample.device}.{sample.tag}"
         if ref in spec.telemetry:
-            _telemetry_on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
-    _telemetry_timers(spec.timed_telemetry, new.telemetry, now, out)
+            telemetry.on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
+    telemetry.on_tick(spec.timed_telemetry, new.telemetry, now, out)
     if not samples and not out.events:
         return state, []  # timers change a memory only when they publish: nothing changed
     return new, out.events
@@ -161,8 +128,8 @@ def apply_device_tick(spec: DeviceSpec, state: DeviceState, now: float,
 # ================================================================== context
 
 
-def _on_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    code = _as_int(s.value)
+def _on_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: Emitter) -> None:
+    code = as_int(s.value)
     previous, st.reason_code = st.reason_code, code
     if st.down_since is not None and st.downtime is None and code:
         # Down, not yet a downtime: the first code is its reason, later ones changes.
@@ -187,8 +154,8 @@ def _on_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emi
         _fault_changed(spec, st, code, s.source_time, now, out)
 
 
-def _on_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    lot = _as_text(s.value)
+def _on_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: Emitter) -> None:
+    lot = as_text(s.value)
     hold = st.hold
     if hold is not None and lot != hold.lot and out.batch_hold is not False:
         # The material under hold changed: the old lot's hold ends, the new lot's begins.
@@ -198,22 +165,17 @@ def _on_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitte
     st.lot = lot
 
 
-def _on_production_lot(spec: AssetSpec, st: AssetState, s: Sample, now: float,
-                       out: _Emitter) -> None:
-    st.production_lot = _as_text(s.value)
-
-
 def _on_hold_reason(spec: AssetSpec, st: AssetState, s: Sample, now: float,
-                    out: _Emitter) -> None:
-    code = _as_int(s.value)
+                    out: Emitter) -> None:
+    code = as_int(s.value)
     if code is not None:
         st.hold_reason = spec.hold_reason_texts.get(code, str(code)) if code else None
     else:
-        st.hold_reason = _as_text(s.value)
+        st.hold_reason = as_text(s.value)
 
 
 def _on_hold_quantity(spec: AssetSpec, st: AssetState, s: Sample, now: float,
-                      out: _Emitter) -> None:
+                      out: Emitter) -> None:
     is_number = isinstance(s.value, int | float) and not isinstance(s.value, bool)
     quantity = float(s.value) if is_number else None  # type: ignore[arg-type]
     st.hold_quantity = quantity if quantity is not None and math.isfinite(quantity) else None
@@ -222,76 +184,15 @@ def _on_hold_quantity(spec: AssetSpec, st: AssetState, s: Sample, now: float,
 # ================================================================== counters
 
 
-def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
+def _on_counter(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: Emitter) -> None:
     on_counter(spec, st, s, now)
-
-
-def _on_work_order(spec: AssetSpec, st: AssetState, s: Sample, now: float,
-                   out: _Emitter) -> None:
-    order = _as_text(s.value)
-    if order == st.work_order:
-        return
-    gap = None
-    if s.after_gap and st.work_order is not None:
-        # The order changed while we could not see: how the gap's parts split between the
-        # two orders is unknowable. They go to the old one, and both say so.
-        gap = {"from": _iso(st.last_seen_at if st.last_seen_at is not None else s.source_time),
-               "to": _iso(s.source_time)}
-        st.pending_estimated, st.pending_gap = True, gap
-    if st.work_order is not None or st.totals_work_order is not None:
-        _confirm(spec, st, now, out, "work_order_change")  # what came before is the old order's
-    st.work_order = order
-    st.totals_work_order = order
-    st.totals = {"good": 0, "scrap": 0}
-    if gap is not None:
-        st.pending_estimated, st.pending_gap = True, gap  # the new order's first one too
-
-
-def _confirm(spec: AssetSpec, st: AssetState, now: float, out: _Emitter, trigger: str) -> None:
-    good, scrap = st.pending["good"], st.pending["scrap"]
-    summarise = spec.micro_stops == "summarize"
-    # An estimated quantity is sent even when it is zero: "we could not see" must reach the ERP.
-    # So is the last word on a work order that made anything: the ERP may close the order
-    # on it, even when nothing was made since the previous confirmation.
-    closing = trigger == "work_order_change" and any(st.totals.values())
-    if (good or scrap or st.pending_estimated or (summarise and st.micro_stops) or closing
-            or st.held_back):
-        st.totals["good"] += good
-        st.totals["scrap"] += scrap
-        data: dict[str, Any] = {
-            "work_order": st.totals_work_order,
-            "good": good,
-            "scrap": scrap,
-            "good_total": st.totals["good"],
-            "scrap_total": st.totals["scrap"],
-            "unit": spec.unit,
-            "interval_start": _iso(st.interval_start if st.interval_start is not None else now),
-            "interval_end": _iso(now),
-            "estimated": st.pending_estimated,
-            "trigger": trigger,
-        }
-        if st.held_back:
-            # Readings no machine could have made: booked as nothing, and said so.
-            data["held_back"] = take_held_back(st)
-        if st.pending_gap is not None:
-            data["gap"] = st.pending_gap
-        if spec.production_lot_role is not None:
-            data["lot"] = st.lot if spec.production_lot_role == "lot" else st.production_lot
-        if summarise:
-            data["micro_stops"] = st.micro_stops
-            data["micro_stop_s"] = round(st.micro_stop_s, 3)
-        out.emit("production.confirmed", now, data)
-        st.micro_stops, st.micro_stop_s = 0, 0.0
-    st.pending = {"good": 0, "scrap": 0}
-    st.pending_estimated, st.pending_gap = False, None
-    st.interval_start = now
 
 
 # ================================================================== machine state and downtime
 
 
-def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    code = _as_int(s.value)
+def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: Emitter) -> None:
+    code = as_int(s.value)
     name = spec.state_map.get(code, UNKNOWN_STATE) if code is not None else UNKNOWN_STATE
     estimated = s.after_gap or st.machine_state is None
     if (st.candidate_state not in (None, name) and st.candidate_since is not None
@@ -314,7 +215,7 @@ def _on_state(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emit
         _enter_candidate(spec, st, out)
 
 
-def _enter_candidate(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
+def _enter_candidate(spec: AssetSpec, st: AssetState, out: Emitter) -> None:
     assert st.candidate_state is not None
     assert st.candidate_since is not None
     _enter_state(spec, st, st.candidate_state, st.candidate_code, st.candidate_since,
@@ -322,12 +223,12 @@ def _enter_candidate(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
 
 
 def _enter_state(spec: AssetSpec, st: AssetState, name: str, code: int | None, at: float,
-                 estimated: bool, seen_locally: float, out: _Emitter) -> None:
+                 estimated: bool, seen_locally: float, out: Emitter) -> None:
     previous, since = st.machine_state, st.state_since
     out.emit("machine.state_changed", at, {
         "state": name,
         "previous_state": previous,
-        "previous_duration_s": _round(at - since) if since is not None else None,
+        "previous_duration_s": round_s(at - since) if since is not None else None,
         "code": code,
     })
     was_down = previous in spec.down_states
@@ -346,7 +247,7 @@ def _enter_state(spec: AssetSpec, st: AssetState, name: str, code: int | None, a
 
 
 def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
-                out: _Emitter) -> None:
+                out: Emitter) -> None:
     if st.downtime is None and st.down_since is not None:
         if at - st.down_since >= spec.micro_stop:
             _start_downtime(spec, st, out)  # long enough but seen late: report it whole
@@ -356,15 +257,15 @@ def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
         dt = st.downtime
         out.emit("downtime.ended", at, {
             "downtime_id": dt.id,
-            "started_at": _iso(dt.started_at),
-            "ended_at": _iso(at),
-            "duration_s": _round(at - dt.started_at),
+            "started_at": iso(dt.started_at),
+            "ended_at": iso(at),
+            "duration_s": round_s(at - dt.started_at),
             "reason_code": dt.reason_code,
             "reason": dt.reason,
             "work_order": dt.work_order,
             "start_estimated": dt.start_estimated,
             "end_estimated": end_estimated,
-            "reason_changes": [{"at": _iso(c.at), "reason_code": c.reason_code,
+            "reason_changes": [{"at": iso(c.at), "reason_code": c.reason_code,
                                 "reason": c.reason} for c in dt.reason_changes],
         })
     st.downtime = None
@@ -373,7 +274,7 @@ def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
     st.down_reason, st.down_reason_changes = None, []
 
 
-def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> None:
+def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: Emitter) -> None:
     assert st.down_since is not None
     duration = at - st.down_since
     if spec.micro_stops == "summarize":
@@ -381,16 +282,16 @@ def _micro_stop(spec: AssetSpec, st: AssetState, at: float, out: _Emitter) -> No
         st.micro_stop_s += duration
     elif spec.micro_stops == "report":
         out.emit("downtime.micro_stop", st.down_since, {
-            "started_at": _iso(st.down_since),
-            "ended_at": _iso(at),
-            "duration_s": _round(duration),
+            "started_at": iso(st.down_since),
+            "ended_at": iso(at),
+            "duration_s": round_s(duration),
             "reason_code": st.down_reason,
             "reason": _reason_text(spec, st.down_reason),
             "work_order": st.work_order,
         })
 
 
-def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
+def _start_downtime(spec: AssetSpec, st: AssetState, out: Emitter) -> None:
     assert st.down_since is not None
     event_id = out.ctx.new_id()
     # The fault at the stop's start, not the code now: it may have cleared in the very
@@ -402,7 +303,7 @@ def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
     )
     out.emit("downtime.started", st.down_since, {
         "downtime_id": event_id,
-        "started_at": _iso(st.down_since),
+        "started_at": iso(st.down_since),
         "reason_code": st.downtime.reason_code,
         "reason": st.downtime.reason,
         "work_order": st.work_order,
@@ -414,7 +315,7 @@ def _start_downtime(spec: AssetSpec, st: AssetState, out: _Emitter) -> None:
 
 
 def _fault_changed(spec: AssetSpec, st: AssetState, code: int | None, at: float, now: float,
-                   out: _Emitter) -> None:
+                   out: Emitter) -> None:
     st.fault_requested = False
     if not code:
         st.fault_since = st.fault_seen_locally = None
@@ -434,12 +335,12 @@ def _fault_changed(spec: AssetSpec, st: AssetState, code: int | None, at: float,
 
 
 def _request_maintenance(spec: AssetSpec, st: AssetState, code: int, occurrences: int,
-                         first_seen: float, trigger: str, out: _Emitter, at: float) -> None:
+                         first_seen: float, trigger: str, out: Emitter, at: float) -> None:
     out.emit("maintenance.requested", at, {
         "fault_code": code,
         "reason": _reason_text(spec, code),
         "occurrences": occurrences,
-        "first_seen": _iso(first_seen),
+        "first_seen": iso(first_seen),
         "work_order": st.work_order,
         "trigger": trigger,
     })
@@ -448,7 +349,7 @@ def _request_maintenance(spec: AssetSpec, st: AssetState, code: int, occurrences
 # ================================================================== timers
 
 
-def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) -> None:
+def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: Emitter) -> None:
     if st.candidate_state is not None and st.candidate_seen_locally is not None and (
             now - st.candidate_seen_locally >= spec.min_dwell):
         _enter_candidate(spec, st, out)
@@ -470,15 +371,15 @@ def _check_timers(spec: AssetSpec, st: AssetState, now: float, out: _Emitter) ->
         elif boundary > st.last_shift_boundary:
             st.last_shift_boundary = boundary
             if st.interval_start is not None:
-                _confirm(spec, st, now, out, "shift_change")
+                confirm(spec, st, now, out, "shift_change")
     if st.interval_start is not None and now - st.interval_start >= spec.interval:
-        _confirm(spec, st, now, out, "interval")
+        confirm(spec, st, now, out, "interval")
     if spec.snapshot_interval and st.counter_last and (
             st.last_snapshot is None or now - st.last_snapshot >= spec.snapshot_interval):
         out.emit("counters.snapshot", now, {"counters": dict(st.counter_last),
                                             "work_order": st.work_order})
         st.last_snapshot = now
-    _telemetry_timers(spec.timed_telemetry, st.telemetry, now, out)
+    telemetry.on_tick(spec.timed_telemetry, st.telemetry, now, out)
 
 
 def _leaving_too_soon(spec: AssetSpec, st: AssetState) -> bool:
@@ -489,25 +390,11 @@ def _leaving_too_soon(spec: AssetSpec, st: AssetState) -> bool:
             and st.candidate_since - st.down_since < spec.micro_stop)
 
 
-def last_shift_start(spec: AssetSpec, now: float) -> float:
-    """The latest configured shift start at or before `now`, in the asset's time zone.
-
-    Wall-clock times are turned into instants by zoneinfo, so daylight-saving changes are
-    right: a start inside the spring-forward gap happens at the instant the clock skips
-    to; one in the repeated autumn hour happens at its first occurrence.
-    """
-    zone = ZoneInfo(spec.timezone)
-    today = datetime.fromtimestamp(now, zone).date()
-    starts = [datetime(day.year, day.month, day.day, hour, minute, tzinfo=zone).timestamp()
-              for day in (today - timedelta(days=1), today) for hour, minute in spec.shifts]
-    return max(t for t in starts if t <= now)
-
-
 # ================================================================== quality hold
 
 
-def _on_hold(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitter) -> None:
-    active = _as_flag(s.value)
+def _on_hold(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: Emitter) -> None:
+    active = as_flag(s.value)
     st.hold_active = active
     if active and st.hold is None:
         _raise_hold(st, s.source_time, out)
@@ -515,17 +402,17 @@ def _on_hold(spec: AssetSpec, st: AssetState, s: Sample, now: float, out: _Emitt
         _release_hold(st, s.source_time, out)
 
 
-def _raise_hold(st: AssetState, at: float, out: _Emitter) -> None:
+def _raise_hold(st: AssetState, at: float, out: Emitter) -> None:
     hold_id = out.ctx.new_id()
     st.hold = OpenHold(id=hold_id, raised_at=at, lot=st.lot, reason=st.hold_reason,
                        quantity=st.hold_quantity, work_order=st.work_order)
     out.emit("quality.hold_raised", at, _hold_data(st.hold), event_id=hold_id)
 
 
-def _release_hold(st: AssetState, at: float, out: _Emitter) -> None:
+def _release_hold(st: AssetState, at: float, out: Emitter) -> None:
     assert st.hold is not None
     data = _hold_data(st.hold)
-    data["raised_at"] = _iso(st.hold.raised_at)
+    data["raised_at"] = iso(st.hold.raised_at)
     out.emit("quality.hold_released", at, data)
     st.hold = None
 
@@ -535,97 +422,17 @@ def _hold_data(hold: OpenHold) -> dict[str, Any]:
             "quantity": hold.quantity, "work_order": hold.work_order}
 
 
-# ================================================================== telemetry
-
-
-def _writable_memory(memory: dict[str, TelemetryMemory], ref: str) -> TelemetryMemory:
-    """The memory of `ref`, safe to change: the committed state shares the original."""
-    old = memory.get(ref)
-    mem = memory[ref] = old.clone() if old is not None else TelemetryMemory()
-    return mem
-
-
-def _telemetry_on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMemory], ref: str,
-                         s: Sample, out: _Emitter) -> None:
-    mem = _writable_memory(memory, ref)
-    mem.seen, mem.value, mem.quality = True, s.value, s.quality
-    if not policy.on_change:
-        return
-    if mem.published and mem.published_quality == s.quality and not _moved(
-            policy, mem.published_value, s.value):
-        mem.held_back = False
-        return
-    if policy.min_interval and mem.published and mem.published_at is not None and (
-            s.source_time - mem.published_at < policy.min_interval):
-        mem.held_back = True  # goes out when min_interval has passed, if still different
-        return
-    _publish(mem, ref, s.value, s.quality, s.source_time, out)
-    mem.published_at, mem.held_back = s.source_time, False
-
-
-def _telemetry_timers(policies: dict[str, TelemetryPolicy], memory: dict[str, TelemetryMemory],
-                      now: float, out: _Emitter) -> None:
-    for ref, policy in policies.items():  # the timed ones: see TelemetryPolicy.timed
-        mem = memory.get(ref)
-        if mem is None or not mem.seen:
-            continue
-        if mem.held_back and mem.published_at is not None and (
-                now - mem.published_at >= policy.min_interval):
-            mem = _writable_memory(memory, ref)
-            _publish(mem, ref, mem.value, mem.quality, now, out)  # the change held back
-            mem.published_at, mem.held_back = now, False
-        if policy.every is None:
-            continue
-        if mem.every_at is None or now - mem.every_at >= policy.every:
-            mem = _writable_memory(memory, ref)
-            _publish(mem, ref, mem.value, mem.quality, now, out)
-            mem.every_at = now
-
-
-def _publish(mem: TelemetryMemory, ref: str, value: Any, quality: str, at: float,
-             out: _Emitter) -> None:
-    device, tag = ref.split(".", 1)
-    data = {"tag": ref, "device": device, "name": tag, "value": value, "quality": quality}
-    if _non_finite(value):
-        # JSON has no NaN or Infinity: a strict receiver would refuse the whole event.
-        data.update(value=None, quality="bad", quality_reason="not finite")
-    out.emit("telemetry", at, data)
-    mem.published, mem.published_value, mem.published_quality = True, value, quality
-
-
-def _non_finite(value: Any) -> bool:
-    return isinstance(value, float) and not math.isfinite(value)
-
-
-def _moved(policy: TelemetryPolicy, old: Any, new: Any) -> bool:
-    numbers = all(isinstance(v, int | float) and not isinstance(v, bool) for v in (old, new))
-    if not numbers:
-        return bool(old != new)
-    if _non_finite(old) or _non_finite(new):
-        # NaN differs from everything, itself included: compare the kind instead.
-        same = old == new or (math.isnan(old) and math.isnan(new))
-        return not same
-    change = abs(new - old)
-    if policy.deadband is not None and change <= policy.deadband:
-        return False
-    if policy.deadband_percent is not None:
-        if old == 0:
-            return bool(new != 0)
-        return bool(change / abs(old) * 100 > policy.deadband_percent)
-    return bool(change > 0)
-
-
 # ================================================================== dispatch and helpers
 
-_HANDLERS: dict[str, Callable[[AssetSpec, AssetState, Sample, float, _Emitter], None]] = {
+_HANDLERS: dict[str, Callable[[AssetSpec, AssetState, Sample, float, Emitter], None]] = {
     "reason": _on_reason,
     "lot": _on_lot,
     "hold_reason": _on_hold_reason,
     "hold_quantity": _on_hold_quantity,
     "good": _on_counter,
     "scrap": _on_counter,
-    "work_order": _on_work_order,
-    "production_lot": _on_production_lot,
+    "work_order": on_work_order,
+    "production_lot": on_production_lot,
     "state": _on_state,
     "hold": _on_hold,
 }
@@ -635,30 +442,3 @@ def _reason_text(spec: AssetSpec, code: int | None) -> str:
     if not code:
         return spec.default_reason
     return spec.reason_texts.get(code, f"code {code}")
-
-
-def _as_int(value: object) -> int | None:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return None
-
-
-def _as_flag(value: object) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "0", "false", "off", "no")
-    return bool(value)
-
-
-def _as_text(value: object) -> str | None:
-    if value is None:
-        return None
-    text = str(value).strip().strip("\x00")
-    return text or None
-
-
-def _round(seconds: float) -> float:
-    return round(seconds, 3)

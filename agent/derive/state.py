@@ -176,7 +176,7 @@ class DeviceState:
 
 def _copy_memories(memories: dict[str, TelemetryMemory]) -> dict[str, TelemetryMemory]:
     """Copy on write: the copy shares the memories, and derivation replaces a memory with
-    its clone before changing it (see machine._writable_memory). Cloning all of them cost
+    its clone before changing it (see telemetry.writable_memory). Cloning all of them cost
     O(tags) per commit: a fifth of the agent's time at 5,000 tags."""
     return dict(memories)
 

@@ -1,0 +1,68 @@
+"""What every part of derivation shares: the context events are made in, the emitter
+that numbers them per lane, and the readers that turn PLC values into ints, flags, text."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..events import EVENT_LANES, Event, format_time, new_event_id, source_uri
+
+iso = format_time
+
+
+@dataclass(frozen=True)
+class DeriveContext:
+    site: str
+    agent: str
+    epoch: int
+    new_id: Callable[[], str] = new_event_id
+
+
+class Emitter:
+    def __init__(self, subject: str, sequences: dict[str, int], ctx: DeriveContext) -> None:
+        self.subject, self.sequences, self.ctx = subject, sequences, ctx
+        self.events: list[Event] = []
+        self.source = source_uri(ctx.site, ctx.agent, subject)
+        self.batch_hold: bool | None = None  # the hold flag in the scan being applied, if read
+
+    def emit(self, short_type: str, time: float, data: dict[str, Any],
+             event_id: str | None = None) -> Event:
+        lane = EVENT_LANES[short_type]
+        sequence = self.sequences.get(lane.label, 0) + 1
+        self.sequences[lane.label] = sequence
+        event = Event(
+            id=event_id or self.ctx.new_id(), type=short_type, source=self.source,
+            subject=self.subject, time=time, lane=lane, sequence=sequence,
+            epoch=self.ctx.epoch, data=data,
+        )
+        self.events.append(event)
+        return event
+
+
+def as_int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def as_flag(value: object) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in ("", "0", "false", "off", "no")
+    return bool(value)
+
+
+def as_text(value: object) -> str | None:
+    if value is None:
+        return None
+    text = str(value).strip().strip("\x00")
+    return text or None
+
+
+def round_s(seconds: float) -> float:
+    return round(seconds, 3)

@@ -197,25 +197,33 @@ async def test_nan_and_infinity_from_a_plc_reach_receivers_as_null_with_quality_
                          "ok": (238.0, "good", None)}
 
 
-async def test_an_opcua_uint16_counter_wraps_exactly_with_no_modulus_configured() -> None:
-    """OPC UA tags have no configured type: the Variant type that comes with every value
-    says where the counter wraps (here 65535 -> 0 through a real asyncua server)."""
+async def one_variable_server(port: int, node: str, initial: Any) -> tuple[Any, Any]:
+    """An asyncua server with one variable, `nsu=urn:test:press;s=<node>`."""
     from asyncua import Server, ua
 
-    from agent.derive import DeriveContext, apply_samples, apply_tick
-    from agent.derive.spec import AssetSpec
-    from agent.derive.state import AssetState
-
     logging.getLogger("asyncua").setLevel(logging.CRITICAL)
-    port = free_port()
     server = Server()
     await server.init()
     server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/test")
     server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
     idx = await server.register_namespace("urn:test:press")
-    var = await server.nodes.objects.add_variable(ua.NodeId("Press.Good", idx), "Good",
-                                                  ua.Variant(65533, ua.VariantType.UInt16))
+    var = await server.nodes.objects.add_variable(ua.NodeId(node, idx), node, initial)
     await server.start()
+    return server, var
+
+
+async def test_an_opcua_uint16_counter_wraps_exactly_with_no_modulus_configured() -> None:
+    """OPC UA tags have no configured type: the Variant type that comes with every value
+    says where the counter wraps (here 65535 -> 0 through a real asyncua server)."""
+    from asyncua import ua
+
+    from agent.derive import DeriveContext, apply_samples, apply_tick
+    from agent.derive.spec import AssetSpec
+    from agent.derive.state import AssetState
+
+    port = free_port()
+    server, var = await one_variable_server(port, "Press.Good",
+                                            ua.Variant(65533, ua.VariantType.UInt16))
     device = OpcUaDevice.model_validate({
         "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
         "timeout": 2, "publishing_interval": 0.05,
@@ -277,18 +285,11 @@ async def test_a_huge_opcua_string_is_cut_to_max_string_and_warned_once(
         caplog: pytest.LogCaptureFixture) -> None:
     """A 10 MB work-order string took the agent from 77 to 350 MB RSS and made an 11 MB
     status page. Strings stop at max_string (256 by default) at the driver."""
-    from asyncua import Server, ua
+    from asyncua import ua
 
-    logging.getLogger("asyncua").setLevel(logging.CRITICAL)
     port = free_port()
-    server = Server()
-    await server.init()
-    server.set_endpoint(f"opc.tcp://127.0.0.1:{port}/test")
-    server.set_security_policy([ua.SecurityPolicyType.NoSecurity])
-    idx = await server.register_namespace("urn:test:press")
-    var = await server.nodes.objects.add_variable(ua.NodeId("Press.WorkOrder", idx), "WO",
-                                                  ua.Variant("WO-1", ua.VariantType.String))
-    await server.start()
+    server, var = await one_variable_server(port, "Press.WorkOrder",
+                                            ua.Variant("WO-1", ua.VariantType.String))
     device = OpcUaDevice.model_validate({
         "id": "ua", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{port}/test",
         "timeout": 2, "publishing_interval": 0.05,

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import AgentProcess, free_port
+from conftest import AgentProcess, free_port, wait_until
 
 
 class LyingModbus:
@@ -49,6 +49,11 @@ class LyingModbus:
             await self.server.wait_closed()
 
 
+def status(port: int) -> dict[str, Any]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=5) as answer:
+        return dict(json.load(answer))
+
+
 CONFIG = """
 site: s
 agent: {{id: edge}}
@@ -75,13 +80,10 @@ async def test_answers_to_another_request_are_named_once_and_never_flood_the_log
                                                  status=status_port))
     agent.start()
     try:
-        deadline = time.monotonic() + 30
-        while said not in agent.log() and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        await asyncio.to_thread(wait_until, lambda: said in agent.log(), 30,
+                                f"the agent to name the lie\n{agent.log()}")
         await asyncio.sleep(5)  # dozens of polls, each answered with the lie
-        with urllib.request.urlopen(f"http://127.0.0.1:{status_port}/status",
-                                    timeout=5) as answer:
-            [device] = json.load(answer)["devices"]
+        [device] = (await asyncio.to_thread(status, status_port))["devices"]
         log = agent.log()
     finally:
         agent.stop()

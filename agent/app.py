@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent.shared import Sample
 from buffer import Outbox, enforce, free_space
 from drivers.runner import DeviceHealth, DriverFactory, run_device
 
@@ -27,6 +26,7 @@ from .reload import plan
 from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
+from .shared import Sample
 from .status.auth import status_users
 from .status.board import StatusBoard
 from .status.metrics import AgentMetrics

@@ -17,7 +17,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent.shared import Sample
 from buffer import Outbox
 
 from .derive import (
@@ -35,7 +34,7 @@ from .derive import (
 from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
-from .shared import backoff_delay
+from .shared import Sample, backoff_delay
 
 log = logging.getLogger("floorlink.pipeline")
 

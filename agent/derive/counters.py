@@ -22,9 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent.shared import Sample
-
 from ..events import format_time
+from ..shared import Sample
 from .spec import AssetSpec
 from .state import AssetState
 

@@ -35,9 +35,8 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from agent.shared import Sample
-
 from ..events import Event
+from ..shared import Sample
 from . import telemetry
 from .counters import on_counter, rebaseline_changed_counters
 from .emit import DeriveContext, Emitter, as_flag, as_int, as_text, iso, round_s

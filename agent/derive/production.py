@@ -7,8 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from agent.shared import Sample
-
+from ..shared import Sample
 from .counters import take_held_back
 from .emit import Emitter, as_text, iso
 from .spec import AssetSpec

@@ -6,8 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from agent.shared import Sample
-
+from ..shared import Sample
 from .emit import Emitter
 from .spec import TelemetryPolicy
 from .state import TelemetryMemory

@@ -16,7 +16,9 @@ import socket
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Annotated, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from buffer import Outbox
 
@@ -64,9 +66,17 @@ class AgentLock:
         path = lock_path(buffer_path)
         if not path.exists():
             return False
-        with open(path, "ab") as handle:
+        # Read-only: flock needs no write access, and a member of the service group may
+        # only read the file (UMask=0027 makes it 0640).
+        try:
+            handle = open(path, "rb")  # noqa: SIM115 - closed below
+        except PermissionError as exc:
+            raise BufferError(
+                f"cannot read {path}: run this as the service user, or as a member of its "
+                "group (docs/deploy.md)") from exc
+        with handle:
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
             except BlockingIOError:
                 return True
             fcntl.flock(handle, fcntl.LOCK_UN)
@@ -108,9 +118,8 @@ class ControlServer:
         return Response.json(letters)
 
     async def _replay(self, request: Request) -> Response:
-        body = request.json()
-        count = await operations.replay(self.outbox, body.get("ids"), body.get("uplink"),
-                                        _peer(request), VIA)
+        body = _body(request, ReplayBody)
+        count = await operations.replay(self.outbox, body.ids, body.uplink, _peer(request), VIA)
         return Response.json({"queued": count})
 
     async def _export(self, request: Request) -> Response:
@@ -127,9 +136,37 @@ class ControlServer:
         return Response(body=lines(), content_type="application/x-ndjson")
 
     async def _clear_alarms(self, request: Request) -> Response:
-        body = request.json()
-        count = await operations.clear_alarms(self.outbox, body.get("key"), _peer(request), VIA)
+        body = _body(request, ClearAlarmsBody)
+        count = await operations.clear_alarms(self.outbox, body.key, _peer(request), VIA)
         return Response.json({"cleared": count})
+
+
+MAX_IDS = 10_000  # event ids one replay may name
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class ReplayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    ids: Annotated[list[Name], Field(max_length=MAX_IDS)] | None = None
+    uplink: Name | None = None
+
+
+class ClearAlarmsBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    key: Name | None = None
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def _body(request: Request, model: type[Body]) -> Body:
+    """The request body as `model`, or a 400 that says what is wrong with it."""
+    try:
+        return model.model_validate(request.json())
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}"
+                             for e in exc.errors()[:5])
+        raise HttpError(400, f"bad request body ({problems})\n") from exc
 
 
 def _peer(request: Request) -> str:

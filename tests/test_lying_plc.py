@@ -7,6 +7,7 @@ that said only "did not answer within 1s"."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import struct
 import urllib.request
@@ -25,11 +26,13 @@ class LyingModbus:
         self.port = free_port()
         self.unit, self.shift_tid, self.miscount = unit, shift_tid, miscount
         self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()  # closed by stop(), not left to GC
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.add(writer)
         try:
             while True:
                 head = await reader.readexactly(7)
@@ -47,6 +50,10 @@ class LyingModbus:
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
+        for writer in self.writers:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
 
 
 def status(port: int) -> dict[str, Any]:

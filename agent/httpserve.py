@@ -14,6 +14,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import resource
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -24,12 +26,27 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
+from .logs import Summary
+
 log = logging.getLogger("floorlink.http")
 
 MAX_BODY = 1 << 20  # the largest request body: control commands are a few ids
-IDLE_SECONDS = 60.0  # a keep-alive connection with nothing to say is closed after this
 READ_SIZE = 65536
 LINGER_SECONDS = 2.0  # after refusing a request, how long its body is read out
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one peer may take. A browser, curl or Prometheus needs a connection or two and
+    sends a request in milliseconds; the limits stop a peer on the plant network (or a
+    stuck script) from holding the agent's file descriptors, which its PLCs, uplinks and
+    buffer need."""
+
+    max_connections: int = 64  # connections beyond these are closed at once
+    idle_seconds: float = 60.0  # a keep-alive connection with nothing to say is closed
+    request_seconds: float = 10.0  # a request's head and body arrive within this, in total
+    write_seconds: float = 10.0  # a peer that does not read our answer is dropped after this
+    spare_descriptors: int = 256  # kept free for the rest of the agent, whatever the cap
 
 
 @dataclass
@@ -91,11 +108,16 @@ Middleware = Callable[[Request, Handler], Awaitable[Response]]
 
 class HttpServer:
     def __init__(self, routes: dict[tuple[str, str], Handler],
-                 middleware: Middleware | None = None) -> None:
+                 middleware: Middleware | None = None, limits: Limits | None = None,
+                 headers: list[tuple[str, str]] | None = None, name: str = "http") -> None:
         self.routes = routes  # (method, path) -> handler; GET routes also answer HEAD
         self.middleware = middleware
+        self.limits = limits or Limits()
+        self.headers = headers or []  # sent with every answer (security headers)
+        self.refused = 0  # connections closed at once: over the cap or short of descriptors
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._refusals = Summary(log, f"{name}: refused %d connection(s): %s")
 
     async def start_tcp(self, host: str, port: int) -> None:
         """Listen on host:port. OSError if the port is taken: the caller must not start."""
@@ -117,6 +139,12 @@ class HttpServer:
                              writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        why = self._over_limit()
+        if why is not None:
+            self.refused += 1
+            self._refusals.count(why)
+            writer.transport.abort()  # no goodbye: a flood gets nothing to wait for
+            return
         self._connections.add(task)
         try:
             await self._converse(reader, writer)
@@ -128,6 +156,20 @@ class HttpServer:
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
 
+    async def _reply(self, conn: h11.Connection, writer: asyncio.StreamWriter,
+                     response: Response, head_only: bool = False) -> None:
+        await _send(conn, writer, response, head_only, self.headers, self.limits.write_seconds)
+
+    def _over_limit(self) -> str | None:
+        if len(self._connections) >= self.limits.max_connections:
+            return (f"{self.limits.max_connections} are open, the most this server keeps; "
+                    "a client is opening connections and not closing them")
+        left = descriptors_left()
+        if left is not None and left < self.limits.spare_descriptors:
+            return (f"only {left} file descriptors are left, kept for PLCs, uplinks and the "
+                    "buffer; raise LimitNOFILE= in the unit if this is normal load")
+        return None
+
     async def _converse(self, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -137,20 +179,26 @@ class HttpServer:
         while True:
             try:
                 request = await self._read_request(conn, reader, remote, sock)
+            except TimeoutError:
+                if conn.their_state is h11.IDLE and not conn.trailing_data[0]:
+                    return  # an idle keep-alive connection: close without a word
+                if conn.our_state is h11.SEND_RESPONSE:
+                    await self._reply(conn, writer, Response.text(
+                        "request timeout: the request did not arrive in time\n", 408))
+                return
             except h11.RemoteProtocolError as exc:
                 if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
                     status = exc.error_status_hint
-                    await _send(conn, writer, Response.text(f"bad request: {exc}\n", status),
-                                head_only=False)
+                    await self._reply(conn, writer, Response.text(f"bad request: {exc}\n", status))
                 return
-            except HttpError as exc:  # a body too large: answered, then hung up
-                await _send(conn, writer, exc.response, head_only=False)
+            except HttpError as exc:  # a body too large or ambiguous: answered, then hung up
+                await self._reply(conn, writer, exc.response)
                 await _linger(reader, writer)
                 return
             if request is None:
                 return
             response = await self._answer(request)
-            await _send(conn, writer, response, head_only=request.method == "HEAD")
+            await self._reply(conn, writer, response, head_only=request.method == "HEAD")
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
@@ -159,14 +207,29 @@ class HttpServer:
                             remote: str, sock: socket.socket | None) -> Request | None:
         head: h11.Request | None = None
         body = bytearray()
+        loop = asyncio.get_running_loop()
+        deadline: float | None = None  # set by the request's first byte
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
-                async with asyncio.timeout(IDLE_SECONDS):
+                if deadline is None and (conn.trailing_data[0] or conn.their_state
+                                         is not h11.IDLE):
+                    deadline = loop.time() + self.limits.request_seconds
+                # A trickled head (a byte every few seconds) meets the total deadline;
+                # a quiet keep-alive connection, the idle one.
+                async with asyncio.timeout_at(deadline if deadline is not None
+                                              else loop.time() + self.limits.idle_seconds):
                     data = await reader.read(READ_SIZE)
+                if deadline is None and data:
+                    deadline = loop.time() + self.limits.request_seconds
                 conn.receive_data(data)  # b"" means the peer closed
             elif isinstance(event, h11.Request):
                 head = event
+                if _framed_twice(event):
+                    # RFC 9112 §6.1: a message with both may be an attempt at request
+                    # smuggling through a proxy; refuse it and close the connection.
+                    raise HttpError(400, "bad request: both Content-Length and "
+                                         "Transfer-Encoding; send one\n")
             elif isinstance(event, h11.Data):
                 body += event.data
                 if len(body) > MAX_BODY:
@@ -197,6 +260,21 @@ class HttpServer:
             return Response.text("internal error; the agent's log says why\n", 500)
 
 
+def _framed_twice(head: h11.Request) -> bool:
+    names = {name.lower() for name, _ in head.headers}
+    return b"content-length" in names and b"transfer-encoding" in names
+
+
+def descriptors_left() -> int | None:
+    """File descriptors this process may still open, or None where that cannot be told."""
+    try:
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return None
+    return None if soft == resource.RLIM_INFINITY else soft - used
+
+
 async def _linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Read out what the peer is still sending before closing, so that it gets to read
     our answer: closing with unread data makes the kernel reset the connection."""
@@ -218,8 +296,17 @@ def _request(head: h11.Request, body: bytes, remote: str,
 
 
 async def _send(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
-                head_only: bool) -> None:
-    headers = [("Content-Type", response.content_type), *response.headers]
+                head_only: bool, headers: list[tuple[str, str]], write_seconds: float) -> None:
+    """TimeoutError if the peer does not take the answer within `write_seconds`."""
+    async with asyncio.timeout(write_seconds):
+        await _write(conn, writer, response, head_only, headers)
+
+
+async def _write(conn: h11.Connection, writer: asyncio.StreamWriter, response: Response,
+                 head_only: bool, extra: list[tuple[str, str]]) -> None:
+    names = {name.lower() for name, _ in response.headers}
+    headers = [("Content-Type", response.content_type), *response.headers,
+               *((name, value) for name, value in extra if name.lower() not in names)]
     body = response.body
     if isinstance(body, bytes) and not head_only:
         headers.append(("Content-Length", str(len(body))))

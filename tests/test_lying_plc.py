@@ -7,53 +7,14 @@ that said only "did not answer within 1s"."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import struct
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import AgentProcess, free_port, wait_until
-
-
-class LyingModbus:
-    """Answers every read with registers, under a wrong unit or transaction id."""
-
-    def __init__(self, unit: int | None = None, shift_tid: int = 0,
-                 miscount: int = 0) -> None:
-        self.port = free_port()
-        self.unit, self.shift_tid, self.miscount = unit, shift_tid, miscount
-        self.server: asyncio.Server | None = None
-        self.writers: set[asyncio.StreamWriter] = set()  # closed by stop(), not left to GC
-
-    async def start(self) -> None:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.writers.add(writer)
-        try:
-            while True:
-                head = await reader.readexactly(7)
-                tid, _, length, unit = struct.unpack(">HHHB", head)
-                body = await reader.readexactly(length - 1)
-                count = struct.unpack(">H", body[3:5])[0]
-                payload = bytes([body[0], 2 * count + self.miscount]) + b"\x00\x01" * count
-                writer.write(struct.pack(">HHHB", (tid + self.shift_tid) & 0xFFFF, 0,
-                                         len(payload) + 1, self.unit or unit) + payload)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            writer.close()
-
-    async def stop(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
-        for writer in self.writers:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+from plc_peers import ModbusPeer
 
 
 def status(port: int) -> dict[str, Any]:
@@ -80,7 +41,7 @@ status: {{port: {status}}}
 ])
 async def test_answers_to_another_request_are_named_once_and_never_flood_the_log(
         tmp_path: Path, lie: dict[str, int], said: str) -> None:
-    plc = LyingModbus(**lie)
+    plc = ModbusPeer(**lie)
     await plc.start()
     status_port = free_port()
     agent = AgentProcess(tmp_path, CONFIG.format(buffer=tmp_path / "b.db", port=plc.port,

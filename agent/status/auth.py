@@ -2,9 +2,12 @@
 
 The credentials file holds `user:password` lines (blank lines and `#` comments
 allowed), readable by the service alone: with systemd, a LoadCredential= file.
-A phone's browser can send HTTP basic auth; or a technician opens the page once
-as `/?token=<password>` (a QR code on the cabinet), which sets a session cookie and
-sends the browser on to the page without the token in its address bar.
+A browser logs in with the form (POST /login), which opens a session cookie;
+Prometheus and curl send HTTP basic auth. A password never travels in a URL:
+it would stay in the browser's history and in any proxy's log.
+
+Wrong logins cost time: after a few, each client waits longer before it may try
+again (`LoginThrottle`), and the log says how many were refused, not each one.
 """
 
 from __future__ import annotations
@@ -12,18 +15,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
 import secrets
 import time
+from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ConfigIssue
+from ..logs import Summary
 
 if TYPE_CHECKING:
     from ..settings.models import Config
 
+log = logging.getLogger("floorlink.status")
+
 SESSION_COOKIE = "floorlink_session"
 SESSION_SECONDS = 12 * 3600  # one shift and a half
+MAX_SESSIONS = 1000  # a shift's phones and browsers, many times over
 
 
 def load_credentials(path: Path) -> dict[str, str]:
@@ -64,6 +74,7 @@ class Gate:
 
     def __init__(self, users: dict[str, str]) -> None:
         self.users = users
+        self.throttle = LoginThrottle()
         self._sessions: dict[str, float] = {}
 
     def basic_ok(self, header: str | None) -> bool:
@@ -76,12 +87,14 @@ class Gate:
         user, _, password = decoded.partition(":")
         return self._password_ok(user, password)
 
-    def token_ok(self, token: str) -> bool:
-        return any(hmac.compare_digest(token.encode(), p.encode()) for p in self.users.values())
+    def password_ok(self, user: str, password: str) -> bool:
+        return self._password_ok(user, password)
 
     def open_session(self) -> str:
         now = time.time()
         self._sessions = {s: t for s, t in self._sessions.items() if t > now}
+        while len(self._sessions) >= MAX_SESSIONS:  # the oldest session makes room
+            del self._sessions[min(self._sessions, key=self._sessions.__getitem__)]
         session = secrets.token_urlsafe(32)
         self._sessions[session] = now + SESSION_SECONDS
         return session
@@ -94,3 +107,48 @@ class Gate:
         # Compare even for unknown users, so timing does not tell which users exist.
         ok = hmac.compare_digest(password.encode(), (expected or "\0").encode())
         return ok and expected is not None
+
+
+@dataclass
+class _Strikes:
+    failures: int = 0
+    wait_until: float = 0.0
+
+
+class LoginThrottle:
+    """Per client: `free` wrong logins, then a wait that doubles with each further one, up
+    to `longest` seconds. A right login ends the waits. While a client waits, every
+    attempt is refused without a look at the password, so guessing runs at one try per
+    wait however fast the client sends."""
+
+    MAX_CLIENTS = 4096  # addresses remembered; the longest-unseen is forgotten first
+
+    def __init__(self, free: int = 5, first_wait: float = 1.0, longest: float = 60.0) -> None:
+        self.free, self.first_wait, self.longest = free, first_wait, longest
+        self._clients: OrderedDict[str, _Strikes] = OrderedDict()
+        self._refusals = Summary(log, "status page: refused %d login(s) from %s")
+
+    def wait_left(self, client: str) -> float:
+        """Seconds until `client` may try again; 0 if it may now."""
+        strikes = self._clients.get(client)
+        if strikes is None:
+            return 0.0
+        left = strikes.wait_until - time.monotonic()
+        if left > 0:
+            self._refusals.count(f"{client} (waiting out its wrong logins)")
+        return max(left, 0.0)
+
+    def failed(self, client: str) -> None:
+        strikes = self._clients.pop(client, None) or _Strikes()
+        self._clients[client] = strikes  # most recently seen last
+        while len(self._clients) > self.MAX_CLIENTS:
+            self._clients.popitem(last=False)
+        strikes.failures += 1
+        beyond = strikes.failures - self.free
+        if beyond >= 0:
+            wait = min(self.first_wait * 2 ** min(beyond, 32), self.longest)
+            strikes.wait_until = time.monotonic() + wait
+        self._refusals.count(f"{client} (wrong user or password)")
+
+    def succeeded(self, client: str) -> None:
+        self._clients.pop(client, None)

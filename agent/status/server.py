@@ -5,22 +5,23 @@ GET /status   the same as JSON
 GET /metrics  Prometheus text format
 GET /healthz  200 while the core tasks run (liveness)
 GET /readyz   200 once the config is loaded, the buffer open, the uplinks started
+GET|POST /login  the login form, when logins are configured (see auth.py, login.py)
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from http.cookies import SimpleCookie
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from ..httpserve import Handler, HttpError, HttpServer, Request, Response
-from ..redact import scrub
-from .auth import SESSION_COOKIE, SESSION_SECONDS, Gate
+from ..httpserve import Handler, HttpError, HttpServer, Limits, Request, Response
+from ..redact import scrub, scrub_values
+from .auth import SESSION_COOKIE, Gate
 from .board import StatusBoard
 from .clock import ClockWatch
+from .login import NO_STORE, log_in, login_form
 from .metrics import AgentMetrics
 from .page import render
 
@@ -29,20 +30,38 @@ log = logging.getLogger("floorlink.status")
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no plant data
 
 
+# Sent with every answer. The pages carry no script of their own: a PLC string that got
+# past escaping still could not run. `frame-ancestors` and X-Frame-Options keep the page
+# out of another site's frame; no Referer leaks the agent's address to a link's target.
+SECURITY_HEADERS = [
+    ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
+     "img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    ("Cache-Control", "no-store"),
+]
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
 class StatusServer:
     def __init__(self, board: StatusBoard, bind: str, port: int,
                  metrics: AgentMetrics | None = None,
-                 users: dict[str, str] | None = None) -> None:
+                 users: dict[str, str] | None = None, limits: Limits | None = None) -> None:
         self.board = board
         self.bind, self.port = bind, port
         self.metrics = metrics or AgentMetrics(board)
         self.gate = Gate(users) if users else None
         self.clock = ClockWatch()
-        self._http = HttpServer({("GET", "/"): self._page, ("GET", "/status"): self._status,
-                                 ("GET", "/metrics"): self._metrics,
-                                 ("GET", "/healthz"): self._healthz,
-                                 ("GET", "/readyz"): self._readyz},
-                                middleware=self._authenticate if self.gate else None)
+        routes: dict[tuple[str, str], Handler] = {
+            ("GET", "/"): self._page, ("GET", "/status"): self._status,
+            ("GET", "/metrics"): self._metrics, ("GET", "/healthz"): self._healthz,
+            ("GET", "/readyz"): self._readyz}
+        if self.gate is not None:
+            routes[("GET", "/login")] = self._login_form
+            routes[("POST", "/login")] = self._log_in
+        self._http = HttpServer(routes, middleware=self._guard, limits=limits,
+                                headers=SECURITY_HEADERS, name="status page")
 
     async def start(self) -> None:
         await self._http.start_tcp(self.bind, self.port)  # OSError if taken: must not start
@@ -56,31 +75,64 @@ class StatusServer:
     async def close(self) -> None:
         await self._http.close()
 
-    async def _authenticate(self, request: Request, handler: Handler) -> Response:
-        gate = self.gate
-        assert gate is not None
-        if request.path in OPEN_PATHS:
+    @property
+    def refused_connections(self) -> int:
+        return self._http.refused
+
+    async def _guard(self, request: Request, handler: Handler) -> Response:
+        if self.gate is None:
+            self._loopback_host_only(request)
             return await handler(request)
-        token = request.query.get("token")
-        if token is not None:
-            if not gate.token_ok(token):
-                log.warning("status page: refused a token from %s", request.remote)
-                raise HttpError(401, "wrong token\n")
-            # Drop the token from the address bar and history: the cookie carries on.
-            cookie: SimpleCookie = SimpleCookie()
-            cookie[SESSION_COOKIE] = gate.open_session()
-            morsel = cookie[SESSION_COOKIE]
-            morsel["max-age"] = str(SESSION_SECONDS)
-            morsel["httponly"] = True
-            morsel["samesite"] = "Strict"
-            morsel["path"] = "/"
-            return Response.text("logged in\n", 303, headers=[
-                ("Location", request.path), ("Set-Cookie", morsel.OutputString())])
-        if (gate.session_ok(request.cookie(SESSION_COOKIE))
-                or gate.basic_ok(request.headers.get("authorization"))):
+        return await self._authenticate(request, self.gate, handler)
+
+    def _loopback_host_only(self, request: Request) -> None:
+        """Without logins the page is for this machine only. A browser that reaches it by a
+        name of another site (DNS rebinding, from a page the technician opened through an
+        SSH tunnel) would read plant data on that site's behalf: its Host gives it away."""
+        host = request.headers.get("host")
+        if host is None:
+            return  # HTTP/1.0 without Host: not a browser
+        name = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+        if name.lower() in LOOPBACK_NAMES or name.startswith("127."):
+            return
+        raise HttpError(421, f"this status page answers to loopback names only (localhost, "
+                             f"127.0.0.1, [::1]), not {host[:100]!r}. Open "
+                             f"http://localhost:{self.port}/, or set status.credentials_file "
+                             "to serve it on the network with logins\n")
+
+    async def _authenticate(self, request: Request, gate: Gate, handler: Handler) -> Response:
+        if request.path in OPEN_PATHS or request.path == "/login":
             return await handler(request)
-        raise HttpError(401, "log in: basic auth, or open /?token=<password> once\n",
-                        headers=[("WWW-Authenticate", 'Basic realm="floorlink", charset="UTF-8"')])
+        if "token" in request.query:
+            raise HttpError(400, "a password never travels in a URL: it would stay in the "
+                                 "browser's history. Log in with the form at /login\n",
+                            headers=NO_STORE)
+        if gate.session_ok(request.cookie(SESSION_COOKIE)):
+            return await handler(request)
+        header = request.headers.get("authorization")
+        if header:
+            wait = gate.throttle.wait_left(request.remote)
+            if wait > 0:
+                raise HttpError(429, f"too many wrong logins from {request.remote}: try again "
+                                     f"in {wait:.0f} s\n",
+                                headers=[*NO_STORE, ("Retry-After", str(max(1, round(wait))))])
+            if gate.basic_ok(header):
+                gate.throttle.succeeded(request.remote)
+                return await handler(request)
+            gate.throttle.failed(request.remote)
+        if request.path == "/" and not header:
+            return login_form()  # a browser: the form, not the basic-auth dialog
+        raise HttpError(401, "log in: HTTP basic auth (curl -u, Prometheus basic_auth), or "
+                             "the form at /login\n",
+                        headers=[*NO_STORE, ("WWW-Authenticate",
+                                             'Basic realm="floorlink", charset="UTF-8"')])
+
+    async def _login_form(self, request: Request) -> Response:
+        return login_form(status=200)
+
+    async def _log_in(self, request: Request) -> Response:
+        assert self.gate is not None
+        return await log_in(request, self.gate)
 
     async def _fresh_snapshot(self) -> dict[str, Any]:
         self.board.clock = await self.clock.refresh()
@@ -111,4 +163,6 @@ class StatusServer:
 
 
 def _dumps(value: Any) -> str:
-    return scrub(json.dumps(value, indent=2, default=str))
+    # Scrubbed before encoding (JSON escapes would hide a secret with a quote in it),
+    # and after, for what `default=str` turned into text.
+    return scrub(json.dumps(scrub_values(value), indent=2, default=str))

@@ -152,6 +152,7 @@ def _load(path: Path, secrets_required: bool = True) -> Any:
 
 
 def _check_config(args: argparse.Namespace) -> int:
+    _setup_logging("warning")  # warnings (a secret file others can read) go to stderr
     try:
         from .status.auth import status_users
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .redact import scrub
+
 
 class FloorlinkError(Exception):
     """Base of every error floorlink raises on purpose."""
@@ -35,7 +37,8 @@ class ConfigIssue:
     def render(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
         shown = f" = {self.value}" if self.value is not None else ""
-        return f"{where}: {self.path or '(top level)'}{shown}\n    {self.message}"
+        # A value read from ${env:}/${file:}/${cred:} is masked wherever it turns up.
+        return scrub(f"{where}: {self.path or '(top level)'}{shown}\n    {self.message}")
 
 
 class ConfigError(FloorlinkError):

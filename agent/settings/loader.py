@@ -9,10 +9,11 @@ is sound, because they need it.
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import BaseModel, SecretStr, ValidationError
 from pydantic_core import ErrorDetails
@@ -20,12 +21,15 @@ from pydantic_core import ErrorDetails
 from ..errors import ConfigError, ConfigIssue
 from .models import (
     Config,
+    Device,
+    HttpAuth,
     ModbusRtuDevice,
     ModbusRtuOverTcpDevice,
     ModbusTag,
     MqttUplink,
     OpcUaDevice,
     OpcUaTag,
+    Uplink,
 )
 from .secrets import MASK, UNAVAILABLE_SECRET, resolve_secrets
 from .yamlsource import Path as DataPath
@@ -42,6 +46,8 @@ _PATTERN_MEANING = {
     "'nsu=urn:plant:line1;s=Press1.State' or 'ns=2;i=1001'",
     r"^opc\.tcp://[^/\s]+(/.*)?$": "an endpoint such as 'opc.tcp://10.0.0.5:4840'",
     r"^([01]\d|2[0-3]):[0-5]\d$": "a time of day 'HH:MM', from 00:00 to 23:59",
+    r"^https?://[^\s/]+(/\S*)?$": "an address such as 'https://mes.plant.local/events', "
+    "without spaces",
 }
 
 
@@ -215,8 +221,15 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> DataPath:
     return tuple(path)
 
 
+@functools.cache
 def _union_tags() -> frozenset[str]:
-    return frozenset({"opcua", "modbus_tcp", "modbus_rtu", "modbus_rtu_over_tcp", "mqtt"})
+    """Every value that selects a variant of a tagged union (`protocol: opcua`, `type:
+    odoo`), read from the models so that a new kind of device or uplink is never missed."""
+    tags: set[str] = set()
+    for union, key in ((Device, "protocol"), (Uplink, "type"), (HttpAuth, "type")):
+        for model in _models_in(union):
+            tags.update(str(tag) for tag in get_args(model.model_fields[key].annotation))
+    return frozenset(tags)
 
 
 def _allowed_keys(path: DataPath, data: Any) -> list[str]:

@@ -682,6 +682,9 @@ class BasicAuth(Strict):
     password: SecretStr
 
 
+HttpAuth = Annotated[BearerAuth | BasicAuth, Field(discriminator="type")]
+
+
 class HttpBatch(Strict):
     max_events: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=100, description="1 posts every event on its own (application/cloudevents+json)."
@@ -702,7 +705,7 @@ class HttpsUplink(Strict):
     )
     events: EventFilter = Field(default_factory=lambda: ["*"])
     tls: TlsSettings | None = None
-    auth: Annotated[BearerAuth | BasicAuth, Field(discriminator="type")] | None = None
+    auth: HttpAuth | None = None
     signing_secret: SecretStr | None = Field(
         default=None,
         description=(

@@ -7,13 +7,18 @@ never echoed: every path that held a reference is remembered and masked.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import redact
 from .yamlsource import Path as DataPath
+
+log = logging.getLogger("floorlink.config")
 
 _REFERENCE = re.compile(r"\$\{(env|file|cred):([^}]*)\}")
 MASK = "'***' (secret, masked)"
@@ -54,6 +59,9 @@ def _walk(value: Any, path: DataPath, base_dir: Path, result: SecretResolution,
             if resolved is None:
                 result.problems.append((path, match.group(0), why))
                 return ""
+            # Masked by origin from here on, wherever the value lands: a misspelled key,
+            # `url:`, an error message that quotes it.
+            redact.register_value(resolved)
             return resolved
 
         return _REFERENCE.sub(substitute, value)
@@ -69,6 +77,7 @@ def _lookup(kind: str, name: str, base_dir: Path) -> tuple[str | None, str]:
         return os.environ[name], ""
     if kind == "file":
         path = Path(name) if Path(name).is_absolute() else base_dir / name
+        warn_if_others_can_read(path, f"the secret file {path}")
         return _read_secret_file(path, f"file {path}")
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
@@ -77,6 +86,21 @@ def _lookup(kind: str, name: str, base_dir: Path) -> tuple[str | None, str]:
             f"has LoadCredential={name}:/path/to/secret"
         )
     return _read_secret_file(Path(credentials) / name, f"credential {name}")
+
+
+def warn_if_others_can_read(path: Path, what: str) -> None:
+    """A secret any user of the box can read is no secret: say so (the file still works,
+    so a box set up by hand keeps running while someone fixes it)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return  # reading it will say what is wrong
+    readers = [who for who, bit in (("its group", stat.S_IRGRP), ("every user", stat.S_IROTH))
+               if mode & bit]
+    if readers:
+        log.warning("%s is readable by %s (mode %s): run chmod 600 %s, or hand it to the "
+                    "service with LoadCredential= and write ${cred:NAME}", what,
+                    " and ".join(readers), oct(stat.S_IMODE(mode)), path)
 
 
 def _read_secret_file(path: Path, what: str) -> tuple[str | None, str]:

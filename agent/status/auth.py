@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ConfigIssue
 from ..logs import Summary
+from ..settings.secrets import warn_if_others_can_read
 
 if TYPE_CHECKING:
     from ..settings.models import Config
@@ -38,6 +39,7 @@ MAX_SESSIONS = 1000  # a shift's phones and browsers, many times over
 
 def load_credentials(path: Path) -> dict[str, str]:
     """user -> password; ValueError saying what to fix."""
+    warn_if_others_can_read(path, "the status users file")
     try:
         text = path.read_text("utf-8")
     except OSError as exc:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from .buffer_bench import run as buffer_bench
+from .config_scale import run as config_scale
 from .e2e import run as end_to_end
 from .footprint import run as footprint
 from .modbus_throughput import run as modbus_throughput
@@ -19,7 +20,7 @@ from .opcua_bench import run as opcua_bench
 LIMIT_SECONDS = 1800  # a benchmark that takes longer is stuck, not slow
 
 BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench,
-              "e2e": end_to_end, "footprint": footprint}
+              "e2e": end_to_end, "footprint": footprint, "config": config_scale}
 
 
 def main() -> None:
@@ -34,6 +35,7 @@ def main() -> None:
     if args.smoke:
         args.seconds = 0.5
         BENCHMARKS["buffer"] = functools.partial(buffer_bench, backlog=20_000)
+        BENCHMARKS["config"] = functools.partial(config_scale, tag_counts=(1000,), rounds=1)
     rows = []
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:

@@ -61,7 +61,7 @@ def test_check_config_masks_every_value_that_came_from_a_reference(tmp_path: Pat
     assert "Did you mean 'api_key'?" in shown
     assert "uplinks[1].auth.tokn" in shown
     assert "Did you mean 'token'?" in shown
-    assert "expected one of 'mqtt', 'https', 'odoo'" in shown
+    assert "Expected one of 'mqtt', 'https', 'odoo'" in shown
     assert "uplinks[3].url" in shown
     assert "Expected one of: none" not in shown
 

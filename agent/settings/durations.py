@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
+
+MIN_INTERVAL = 0.01  # polls, publishes and timeouts: faster than 10 ms is a typo, not a plan
+MAX_DURATION = 366 * 86400.0  # a year: anything longer is a typo too
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
@@ -16,7 +20,7 @@ def parse_duration(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '500ms', '30s', '5m' or a number of seconds")
     if isinstance(value, int | float):
-        return float(value)
+        return _bounded(float(value))
     if isinstance(value, str):
         match = _PATTERN.match(value)
         if match is None:
@@ -24,8 +28,14 @@ def parse_duration(value: Any) -> Any:
                 "expected a duration such as '500ms', '30s', '5m', '2h', '7d' "
                 "or a number of seconds"
             )
-        return float(match.group(1)) * _UNITS[match.group(2)]
+        return _bounded(float(match.group(1)) * _UNITS[match.group(2)])
     return value
+
+
+def _bounded(seconds: float) -> float:
+    if not math.isfinite(seconds) or seconds > MAX_DURATION:
+        raise ValueError("a duration is at most a year (366d); write e.g. '30s', '5m' or '7d'")
+    return seconds
 
 
 DURATION_SCHEMA = {

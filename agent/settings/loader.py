@@ -11,11 +11,11 @@ from __future__ import annotations
 import difflib
 import functools
 import os
-from collections.abc import Iterable, Iterator
+import re
 from pathlib import Path
 from typing import Any, get_args
 
-from pydantic import BaseModel, SecretStr, ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from ..errors import ConfigError, ConfigIssue
@@ -23,19 +23,17 @@ from .models import (
     Config,
     Device,
     HttpAuth,
-    ModbusRtuDevice,
-    ModbusRtuOverTcpDevice,
-    ModbusTag,
-    MqttUplink,
     OpcUaDevice,
-    OpcUaTag,
     Uplink,
 )
+from .references import Parts, check_references, dotted
 from .secrets import MASK, UNAVAILABLE_SECRET, resolve_secrets
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument, YamlSyntaxError, parse_yaml
 
 DEFAULT_CONFIG_PATH = Path("/etc/floorlink/config.yaml")
+MAX_CONFIG_BYTES = 4 << 20  # about 75,000 tags, which load in 350 MB
+SUPPORTED_TAGS = 20_000  # bench/config_scale.py measures load time and memory up to this
 SECRET_FIELDS = frozenset({"password", "token", "secret", "api_key"})
 _PATTERN_MEANING = {
     r"^[A-Za-z0-9][A-Za-z0-9_-]*$": "an identifier: letters, digits, '-' and '_', "
@@ -60,12 +58,26 @@ def load_config(path: Path, secrets_required: bool = True) -> Config:
     a technician without access to the service's credentials can still run them."""
     shown = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(
             [ConfigIssue(shown, None, "", None, f"cannot read the file: {exc.strerror or exc}; "
                          "pass another one with -c/--config or set FLOORLINK_CONFIG")]
         ) from exc
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigIssue(
+            shown, None, "", None, f"the file is over {MAX_CONFIG_BYTES >> 20} MB; a "
+            f"configuration is far smaller (floorlink is measured up to {SUPPORTED_TAGS:,} tags, "
+            "about 1 MB). Is this the right file?")])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[:exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(
+            shown, line, "", None, f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+            f"{exc.start}); a configuration is a YAML text file. Is this the right file?")]
+        ) from None
     return load_config_text(text, shown, path.resolve().parent, secrets_required)
 
 
@@ -81,7 +93,7 @@ def load_config_text(text: str, shown: str, base_dir: Path,
     for dup_path, line in doc.duplicates:
         first = doc.lines.get(dup_path)
         issues.append(ConfigIssue(
-            shown, line, _dotted(dup_path), None,
+            shown, line, dotted(dup_path), None,
             f"duplicate key '{dup_path[-1]}' (first given on line {first}); keep only one",
         ))
     if not isinstance(doc.data, dict):
@@ -94,19 +106,32 @@ def load_config_text(text: str, shown: str, base_dir: Path,
     secrets = resolve_secrets(doc.data, base_dir,
                               None if secrets_required else UNAVAILABLE_SECRET)
     for secret_path, reference, why in secrets.problems:
-        issues.append(ConfigIssue(shown, doc.line_of(secret_path), _dotted(secret_path),
+        issues.append(ConfigIssue(shown, doc.line_of(secret_path), dotted(secret_path),
                                   f"'{reference}'", why))
     masker = _Masker(secrets.secret_paths)
 
+    data = secrets.data
+    for key in [k for k in data if not isinstance(k, str)]:
+        issues.append(ConfigIssue(shown, doc.line_of((_path_key_of(key),)), str(key), None,
+                                  f"a top-level key is a name such as 'devices', not {key!r}"))
+        data = {k: v for k, v in data.items() if k != key}
     try:
-        config = Config(**secrets.data)
+        config = Config(**data)
     except ValidationError as exc:
         issues.extend(_explain(error, doc, shown, masker) for error in exc.errors())
+        # Every problem at once: the parts that did validate are still cross-checked.
+        issues.extend(check_references(Parts.of_valid(data), doc, shown,
+                                        secrets.secret_paths, base_dir))
         raise ConfigError(issues) from None
-    issues.extend(_check_references(config, doc, shown, secrets.secret_paths, base_dir))
+    issues.extend(check_references(Parts.of(config), doc, shown, secrets.secret_paths,
+                                    base_dir))
     if issues:
         raise ConfigError(issues)
     return _absolute_paths(config, base_dir)
+
+
+def _path_key_of(key: Any) -> str | int:
+    return key if isinstance(key, int) else str(key)
 
 
 def _absolute_paths(config: Config, base_dir: Path) -> Config:
@@ -151,14 +176,38 @@ def _explain(error: ErrorDetails, doc: YamlDocument, shown: str, masker: _Masker
         path = (*path, discriminator)
         value = repr(error.get("ctx", {}).get("tag"))
     line = doc.line_of(path)
-    if line is None or path not in doc.lines:
-        env_name = "FLOORLINK_" + "__".join(str(p).upper() for p in path)
-        if env_name in os.environ:
-            return ConfigIssue(f"environment {env_name}", None, _dotted(path), value,
-                               _message(error, path, doc.data))
+    env_name = _overriding_variable(path)
+    if env_name is not None:
+        # The environment overrides the file: the variable is what to change, even where
+        # the file has a line for the same key.
+        return ConfigIssue(f"environment {env_name}", None, dotted(path), value,
+                           _message(error, path, doc.data))
     if kind == "missing":
         value = None
-    return ConfigIssue(shown, line, _dotted(path), value, _message(error, path, doc.data))
+    return ConfigIssue(shown, line, dotted(path), value, _message(error, path, doc.data))
+
+
+def _overriding_variable(path: DataPath) -> str | None:
+    """The FLOORLINK_<SECTION>__<KEY> variable that set `path` or a section holding it."""
+    names: list[str] = []
+    for part in path:
+        if not isinstance(part, str):
+            break  # list items are overridden only with their whole list
+        names.append(part.upper())
+    for end in range(len(names), 0, -1):
+        env_name = "FLOORLINK_" + "__".join(names[:end])
+        if env_name in os.environ:
+            return env_name
+    return None
+
+
+def _did_you_mean(given: Any, expected: str) -> str:
+    """" Did you mean 'float32'?" for a value close to one of `expected` ("'a', 'b'")."""
+    choices = re.findall(r"'([^']*)'", expected)
+    scored = [(difflib.SequenceMatcher(None, str(given), choice).ratio(), -index, choice)
+              for index, choice in enumerate(choices)]
+    best = max(scored, default=None)  # on a tie, the choice listed first (float32, not 64)
+    return f" Did you mean '{best[2]}'?" if best is not None and best[0] >= 0.6 else ""
 
 
 def _message(error: ErrorDetails, path: DataPath, data: Any) -> str:
@@ -178,7 +227,12 @@ def _message(error: ErrorDetails, path: DataPath, data: Any) -> str:
         expected = ctx.get("expected_tags", "")
         if kind == "union_tag_not_found":
             return f"'{discriminator}' is missing; expected one of {expected}"
-        return f"unsupported {discriminator} '{ctx.get('tag')}'; expected one of {expected}"
+        return (f"unsupported {discriminator} '{ctx.get('tag')}'."
+                f"{_did_you_mean(ctx.get('tag'), str(expected))} Expected one of {expected}")
+    if kind in ("literal_error", "enum"):
+        expected = str(ctx.get("expected", ""))
+        return (f"unknown value {error.get('input')!r}."
+                f"{_did_you_mean(error.get('input'), expected)} Expected {expected}")
     if kind == "string_pattern_mismatch":
         meaning = _PATTERN_MEANING.get(str(ctx.get("pattern", "")))
         if meaning:
@@ -277,175 +331,3 @@ def _pick_model(models: list[type[BaseModel]], node: Any) -> Any:
     return models[0]
 
 
-def _secret_fields(model: BaseModel, at: DataPath) -> Iterator[DataPath]:
-    """Paths of every secret value set in `model`, nested models included."""
-    for name in type(model).model_fields:
-        value = getattr(model, name)
-        if isinstance(value, SecretStr):
-            yield (*at, name)
-        elif isinstance(value, BaseModel):
-            yield from _secret_fields(value, (*at, name))
-
-
-def _check_references(
-    config: Config, doc: YamlDocument, shown: str, secret_paths: set[DataPath],
-    base_dir: Path,
-) -> Iterable[ConfigIssue]:
-    def issue(path: DataPath, value: str | None, message: str) -> ConfigIssue:
-        return ConfigIssue(shown, doc.line_of(path), _dotted(path), value, message)
-
-    duplicate_devices = dict(_repeats(d.id for d in config.devices))
-    for index, first in duplicate_devices.items():
-        yield issue(("devices", index, "id"), repr(config.devices[index].id),
-                    f"duplicate device id; devices[{first}] already uses it. Give each device "
-                    "its own id")
-    tags: dict[str, set[str]] = {}
-    for d_index, device in enumerate(config.devices):
-        if d_index in duplicate_devices:
-            continue
-        device_tags: list[OpcUaTag | ModbusTag] = list(device.tags)
-        for t_index, first in _repeats(t.name for t in device_tags):
-            yield issue(("devices", d_index, "tags", t_index, "name"),
-                        repr(device_tags[t_index].name),
-                        f"duplicate tag name in device '{device.id}'; tags[{first}] "
-                        "already uses it")
-        tags[device.id] = {t.name for t in device_tags}
-        if isinstance(device, OpcUaDevice):
-            yield from _check_opcua_files(device, d_index, base_dir, issue)
-        pw_path: DataPath = ("devices", d_index, "password")
-        if getattr(device, "password", None) is not None and pw_path not in secret_paths:
-            yield _clear_secret(issue, pw_path)
-
-    yield from _check_shared_buses(config, issue)
-
-    for index, first in _repeats(a.id for a in config.assets):
-        yield issue(("assets", index, "id"), repr(config.assets[index].id),
-                    f"duplicate asset id; assets[{first}] already uses it")
-    for a_index, asset in enumerate(config.assets):
-        for rel_path, ref in asset.tag_references():
-            device_id, tag_name = ref.split(".", 1)
-            ref_path: DataPath = ("assets", a_index, *rel_path)
-            if device_id not in tags:
-                known = ", ".join(sorted(tags)) or "none"
-                yield issue(ref_path, repr(ref),
-                            f"no device '{device_id}' is defined; devices are: {known}")
-            elif tag_name not in tags[device_id]:
-                known = ", ".join(sorted(tags[device_id]))
-                yield issue(ref_path, repr(ref),
-                            f"device '{device_id}' has no tag '{tag_name}'; its tags are: {known}")
-            elif rel_path[0] == "counters":
-                tag = next(t for t in config.device(device_id).tags if t.name == tag_name)
-                scale = float(getattr(tag, "scale", 1.0))
-                if not scale.is_integer() or scale < 1:
-                    yield issue(ref_path, repr(ref),
-                                f"tag '{ref}' has scale {scale:g}, and a counter counts whole "
-                                "parts: give it a whole-number scale (1 unless the PLC counts "
-                                "in tens or hundreds), or use production.parts_per_cycle")
-
-    for index, first in _repeats(u.id for u in config.uplinks):
-        yield issue(("uplinks", index, "id"), repr(config.uplinks[index].id),
-                    f"duplicate uplink id; uplinks[{first}] already uses it")
-    client_ids = [u.client_id if isinstance(u, MqttUplink) else None for u in config.uplinks]
-    for index, _ in _repeats(client_ids):
-        yield issue(("uplinks", index, "client_id"), repr(client_ids[index]),
-                    "two uplinks with one MQTT client id disconnect each other; make them differ")
-    asset_ids = {a.id for a in config.assets}
-    for u_index, uplink in enumerate(config.uplinks):
-        for asset_id in getattr(uplink, "assets", {}):
-            if asset_id not in asset_ids:
-                yield issue(("uplinks", u_index, "assets", asset_id), repr(asset_id),
-                            "no asset has this id; assets are: "
-                            + (", ".join(sorted(asset_ids)) or "none"))
-        for secret_path in _secret_fields(uplink, ("uplinks", u_index)):
-            if secret_path not in secret_paths:
-                yield _clear_secret(issue, secret_path)
-        if uplink.tls is not None:
-            for key in ("ca_file", "cert_file", "key_file"):
-                path = getattr(uplink.tls, key)
-                if path is not None and not (base_dir / path).is_file():
-                    yield issue(("uplinks", u_index, "tls", key), repr(str(path)),
-                                f"no such file: {base_dir / path}; give the PEM file's path "
-                                "(relative paths are relative to the config file)")
-
-
-def _check_opcua_files(device: OpcUaDevice, index: int, base_dir: Path,
-                       issue: Any) -> Iterator[ConfigIssue]:
-    security = device.security
-    for key, path in security.files().items():
-        if not (base_dir / path).is_file():
-            yield issue(("devices", index, "security", key), repr(str(path)),
-                        f"no such file: {base_dir / path}; `floorlink opcua-cert` makes a "
-                        "certificate and key (relative paths are relative to the config file)")
-    folder = security.trusted_servers
-    if folder is not None and not (base_dir / folder).is_dir():
-        yield issue(("devices", index, "security", "trusted_servers"), repr(str(folder)),
-                    f"no such folder: {base_dir / folder}; create it and put the server "
-                    "certificates you trust in it")
-
-
-def _check_shared_buses(config: Config, issue: Any) -> Iterator[ConfigIssue]:
-    """Devices on one RTU line must agree on its settings and use distinct unit ids."""
-    first_on_line: dict[str, int] = {}
-    units: dict[tuple[str, int], int] = {}
-    for index, device in enumerate(config.devices):
-        line = bus_key(device)
-        if line is None or isinstance(device, OpcUaDevice):
-            continue
-        if line in first_on_line:
-            first = config.devices[first_on_line[line]]
-            for setting in ("baudrate", "parity", "bytesize", "stopbits", "frame_gap"):
-                mine, theirs = getattr(device, setting, None), getattr(first, setting, None)
-                if mine != theirs:
-                    yield issue(("devices", index, setting), repr(mine),
-                                f"devices[{first_on_line[line]}] ({first.id}) shares this line "
-                                f"with {setting} {theirs!r}; one line has one setting")
-        first_on_line.setdefault(line, index)
-        if (line, device.unit) in units:
-            yield issue(("devices", index, "unit"), repr(device.unit),
-                        f"unit {device.unit} is already devices[{units[(line, device.unit)]}] "
-                        "on this line; each unit on a bus needs its own id")
-        units.setdefault((line, device.unit), index)
-
-
-def bus_key(device: object) -> str | None:
-    """The shared line a device sits on, or None for a connection of its own."""
-    if isinstance(device, ModbusRtuDevice):
-        return f"rtu:{device.port}"
-    if isinstance(device, ModbusRtuOverTcpDevice):
-        return f"rtu-over-tcp:{device.host}:{device.port}"
-    return None
-
-
-def _repeats(keys: Iterable[str | None]) -> Iterator[tuple[int, int]]:
-    """(index, index of its first use) for every key seen before; None never repeats."""
-    first: dict[str, int] = {}
-    for index, key in enumerate(keys):
-        if key is None:
-            continue
-        if key in first:
-            yield index, first[key]
-        else:
-            first[key] = index
-
-
-def _clear_secret(issue: Any, path: DataPath) -> ConfigIssue:
-    result: ConfigIssue = issue(
-        path, MASK,
-        "a secret must not sit in the file in clear; write ${env:NAME}, ${file:/path} or "
-        "${cred:NAME} (a systemd credential) instead",
-    )
-    return result
-
-
-def _dotted(path: DataPath) -> str:
-    """`devices[1].tags[0].name`; integer keys of a mapping (state codes) stay `map.3`."""
-    out = ""
-    for part in path:
-        if isinstance(part, int) and out.rsplit(".", 1)[-1] not in _INT_KEYED:
-            out += f"[{part}]"
-        else:
-            out += f".{part}" if out else str(part)
-    return out
-
-
-_INT_KEYED = frozenset({"map", "texts"})

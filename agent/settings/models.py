@@ -35,7 +35,7 @@ from .base import (
     TagRef,
     TlsSettings,
 )
-from .durations import Duration, parse_duration
+from .durations import MIN_INTERVAL, Duration, parse_duration
 from .odoo import OdooUplink
 
 if TYPE_CHECKING:
@@ -126,7 +126,8 @@ class OpcUaTag(TagBase):
         description="Absolute deadband applied by the server (subscribe; numeric values).",
     )
     poll_interval: Duration | None = Field(
-        default=None, gt=0, description="poll mode: default the device's poll_interval."
+        default=None, ge=MIN_INTERVAL,
+        description="poll mode: default the device's poll_interval.",
     )
 
     @model_validator(mode="after")
@@ -179,7 +180,8 @@ class OpcUaDevice(Strict):
     id: Identifier
     protocol: Literal["opcua"]
     endpoint: Annotated[str, StringConstraints(pattern=r"^opc\.tcp://[^/\s]+(/.*)?$")]
-    timeout: Duration = Field(default=5.0, gt=0, description="Connect and request timeout.")
+    timeout: Duration = Field(default=5.0, ge=MIN_INTERVAL,
+                              description="Connect and request timeout.")
     max_string: Annotated[int, Field(ge=16, le=65536)] = Field(
         default=256,
         description="Longest string value taken from the server, in characters: a longer "
@@ -191,13 +193,14 @@ class OpcUaDevice(Strict):
         description="Longest wait between reconnect attempts: the wait doubles from 0.5 s up "
         "to this, and starts over once data flows.",
     )
-    publishing_interval: Duration = Field(default=0.25, gt=0)
+    publishing_interval: Duration = Field(default=0.25, ge=MIN_INTERVAL)
     keepalive: Duration = Field(
         default=5.0, gt=0,
         description="With no changes, the server still answers every this often; a "
         "subscription silent for 3 keep-alives is stale and is created again.",
     )
-    poll_interval: Duration = Field(default=1.0, gt=0, description="For tags in poll mode.")
+    poll_interval: Duration = Field(default=1.0, ge=MIN_INTERVAL,
+                                    description="For tags in poll mode.")
     items_per_subscription: Annotated[int, Field(ge=1, le=100000)] = Field(
         default=1000, description="Monitored items per subscription; more make several."
     )
@@ -304,6 +307,9 @@ class ModbusTag(TagBase):
         table = self.location[0]
         if table in ("coil", "discrete_input") and self.type != "bool":
             raise ValueError(f"a {table} holds one bit: set type 'bool'")
+        if self.bit is not None and self.type != "bool":
+            raise ValueError(f"'bit' picks one bit of a register for type 'bool', not for "
+                             f"'{self.type}': set type 'bool', or remove 'bit'")
         return self
 
     @property
@@ -327,8 +333,8 @@ class ModbusDeviceBase(Strict):
     unit: Annotated[int, Field(ge=0, le=255)] = Field(
         default=1, description="Unit (slave) id; several units may share one RTU line."
     )
-    poll_interval: Duration = Field(default=1.0, gt=0)
-    timeout: Duration = Field(default=2.0, gt=0, description="Per request.")
+    poll_interval: Duration = Field(default=1.0, ge=MIN_INTERVAL)
+    timeout: Duration = Field(default=2.0, ge=MIN_INTERVAL, description="Per request.")
     max_backoff: Duration = Field(
         default=10.0, gt=0, le=300,
         description="Longest wait between reconnect attempts: the wait doubles from 0.5 s up "
@@ -609,6 +615,7 @@ class BufferSettings(Strict):
     limits: BufferLimits = Field(default_factory=BufferLimits)
 
 
+MAX_TOPIC_BYTES = 65_535  # MQTT: a UTF-8 string with a two-byte length
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
 
 
@@ -668,6 +675,18 @@ class MqttUplink(Strict):
             )
         if "#" in value or "+" in value:
             raise ValueError("a publish topic cannot contain the wildcards '#' or '+'")
+        # Each of these was measured against Mosquitto as silent loss or a connection loop.
+        if not value:
+            raise ValueError("a topic cannot be empty (every event would be refused); e.g. "
+                             "'floorlink/{site}/{asset}/{type}'")
+        if "\0" in value:
+            raise ValueError("a topic cannot contain a NUL character: the broker drops the "
+                             "connection on every publish")
+        if value.startswith("$"):
+            raise ValueError("topics starting with '$' belong to the broker ($SYS/...): it "
+                             "acknowledges publishes there and no subscriber ever gets them")
+        if len(value.encode("utf-8")) > MAX_TOPIC_BYTES:
+            raise ValueError(f"a topic is at most {MAX_TOPIC_BYTES:,} bytes (MQTT's limit)")
         return value
 
 

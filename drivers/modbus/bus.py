@@ -173,7 +173,7 @@ class BusRegistry:
         self._buses: dict[str, ModbusBus] = {}
 
     def bus_for(self, device: ModbusDevice) -> ModbusBus:
-        from agent.settings.loader import bus_key
+        from agent.settings.references import bus_key
 
         key = bus_key(device) or f"tcp:{device.id}"
         if key not in self._buses:

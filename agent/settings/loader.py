@@ -1,9 +1,10 @@
 """Load a configuration file into a `Config`, or explain every problem at once.
 
-Each problem names the file and line, the field path, the bad value (secrets
-masked) and what is expected. Structural problems come from pydantic;
-cross-references (unknown tags, duplicate ids) are checked once the structure
-is sound, because they need it.
+Each problem names the file and line (or the environment variable), the field
+path, the bad value (secrets masked) and what is expected. Structural problems
+come from pydantic; cross-references (unknown tags, duplicate ids) are checked on
+every device, asset and uplink that passed its schema, so one run reports every
+problem, as the README promises (references.py).
 """
 
 from __future__ import annotations

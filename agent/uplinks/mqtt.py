@@ -30,6 +30,7 @@ from ..errors import UplinkRejected
 from ..settings.models import Config, MqttUplink
 from . import certificates
 from .base import UplinkHealth
+from .takeover import SHORT_SECONDS, TakeoverWatch
 from .tls import client_context, explain, handshake_error
 from .topics import TopicRenderer
 
@@ -58,6 +59,7 @@ class MqttPublisher:
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._client: paho.Client | None = None
         self._refused_logged: str | None = None
+        self._takeovers = TakeoverWatch()
         self._closing = False
         # PUBACKs gathered on paho's thread, handed over in bursts: one loop wake-up
         # per burst instead of one per message keeps the two threads from ping-ponging.
@@ -204,9 +206,12 @@ class MqttPublisher:
             return
         self._refused_logged = None
         self._delay, self.health.next_attempt_at = None, None
-        if self.health.last_error and not self.health.connected:
+        if self.health.last_error and not self.health.connected and not self._takeovers.reported:
             self.health.last_error = None  # what kept it away is over
         self.health.connected, self.health.since = True, time.time()
+        if self._takeovers.reported and self._loop is not None:
+            # A clash stays on the page until a session outlasts it.
+            self._loop.call_later(SHORT_SECONDS, self._clash_over, self.health.since)
         log.info("MQTT broker %s reached (uplink %s)", target, self.id)
         if self._client is not None:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
@@ -254,10 +259,14 @@ class MqttPublisher:
             return
         self._attempt_failed()
         if self.health.connected:
-            log.warning("MQTT broker %s lost (%s); buffering", self.health.target, reason)
-            self.health.connected, self.health.since = False, time.time()
+            now = time.time()
+            if self._takeovers.clash(reason, now - (self.health.since or now), now):
+                self._report_clash(reason)
+            else:
+                log.warning("MQTT broker %s lost (%s); buffering", self.health.target, reason)
+                self.health.last_error = f"disconnected: {reason}"
+            self.health.connected, self.health.since = False, now
             self.health.disconnects += 1
-            self.health.last_error = f"disconnected: {reason}"
         elif self._refused_logged is None:
             # The connection ended before the broker's CONNACK, and no refusal was
             # reported: under TLS 1.3 a broker that wants a client certificate drops the
@@ -269,6 +278,25 @@ class MqttPublisher:
             else:
                 self._report_unreachable(f"MQTT broker {self.health.target} closed the "
                                          f"connection before accepting it ({reason})")
+
+    def _clash_over(self, since: float) -> None:
+        if self.health.connected and self.health.since == since and self._takeovers.reported:
+            self._takeovers.settled()
+            self.health.last_error = None
+            log.warning("MQTT uplink %s: its session has held for %g s; the client id clash "
+                        "is over", self.id, SHORT_SECONDS)
+
+    def _report_clash(self, reason: str) -> None:
+        how = ("handed this uplink's session to another client" if "taken over" in
+               reason.lower() else f"dropped this connection {self._takeovers.drops} times "
+               "in a minute, each soon after accepting it")
+        self.health.last_error = (
+            f"MQTT broker {self.health.target} {how}: another client is connected with the "
+            f"same client id '{self._client_id}'. Two agents with the same agent.id do this: "
+            f"give each agent its own agent.id, or set client_id on uplink '{self.id}'")
+        if not self._takeovers.reported:
+            log.error("%s", self.health.last_error)
+            self._takeovers.reported = True
 
     def _on_acks(self) -> None:
         # Clear the flag before draining: an ack appended meanwhile either is drained

@@ -98,17 +98,20 @@ async def test_five_thousand_idle_sockets_do_not_stop_a_plc_reconnect(tmp_path: 
         opened = await flood
         assert opened >= SOCKETS, "the flood never reached its size"
         assert agent.poll() is None, "the agent died under the flood"
+        # Once the flood stops, the technician's page answers again.
+        stop.set()
+        for writer in sockets:
+            writer.close()
+        await asyncio.to_thread(wait_until, lambda: _page_answers(status_port), 15,
+                                "the page to answer")
     finally:
         stop.set()
         for writer in sockets:
             writer.close()
         await plc.stop()
-    # Once the flood stops, the technician's page answers again, and the log says how much
-    # was refused in a handful of lines.
-    await asyncio.to_thread(wait_until, lambda: _page_answers(status_port), 15,
-                            "the page to answer")
-    agent.terminate()
-    agent.wait(20)
+        agent.terminate()
+        await asyncio.to_thread(agent.wait, 20)
+    # And the log says how much was refused in a handful of lines.
     text = log_path.read_text()
     assert "Too many open files" not in text
     refusals = [line for line in text.splitlines() if "refused" in line and "connection" in line]

@@ -1,6 +1,7 @@
 """The `floorlink` command.
 
-    floorlink run -c FILE            the service entry point
+    floorlink run -c FILE            the service entry point (--watch: one line per event)
+    floorlink init --modbus HOST     an annotated configuration for one PLC, to edit
     floorlink demo                   simulated line + agent on loopback, events on the console
     floorlink check-config -c FILE   'ok', or every error at once (exit 78)
     floorlink schema                 the configuration's JSON Schema
@@ -67,7 +68,19 @@ def _parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
-    add("run", _run, "Run the agent (the systemd service entry point).")
+    run = add("run", _run, "Run the agent (the systemd service entry point).")
+    run.add_argument("--watch", action="store_true",
+                     help="print one line per event as it is derived (for commissioning)")
+    init = add("init", _init, "Write an annotated configuration for one PLC, to edit.",
+               config=False)
+    target = init.add_argument_group("the PLC (one of)").add_mutually_exclusive_group(
+        required=True)
+    target.add_argument("--modbus", metavar="HOST[:PORT]", help="a Modbus TCP PLC")
+    target.add_argument("--opcua", metavar="ENDPOINT", help="an OPC UA server, opc.tcp://...")
+    init.add_argument("--unit", type=int, default=1, help="Modbus unit id (default 1)")
+    init.add_argument("-o", "--output", type=Path, default=Path("floorlink.yaml"),
+                      help="the file to write (default ./floorlink.yaml)")
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
     demo = add("demo", _demo, "Run a simulated press line and the agent on loopback.")
     demo.set_defaults(config=None)
     demo.add_argument("--seed", type=int, default=7)
@@ -320,8 +333,38 @@ def _run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     from .app import Agent
 
-    agent = Agent(config, config_path=args.config)
+    on_event = None
+    if args.watch:
+        from .eventline import print_event
+
+        on_event = print_event
+    agent = Agent(config, config_path=args.config, on_event=on_event)
     return _serve(agent.run(), graceful=agent.request_stop, reload=agent.request_reload)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from .starter import starter_text, write_starter
+
+    protocol, target = ("modbus", args.modbus) if args.modbus else ("opcua", args.opcua)
+    try:
+        write_starter(args.output, starter_text(protocol, target, args.unit), args.force)
+    except ValueError as exc:
+        print(f"floorlink init: {exc}", file=sys.stderr)
+        return EX_USAGE
+    except FileExistsError:
+        print(f"floorlink init: {args.output} exists; edit it, or pass --force to replace it",
+              file=sys.stderr)
+        return EX_CANTCREAT
+    except OSError as exc:
+        print(f"floorlink init: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+        return EX_CANTCREAT
+    shown = f"-c {args.output}"
+    print(f"wrote {args.output}: one {protocol} PLC and one asset, annotated. Next:\n"
+          f"  edit it: tags, the state codes in state.map, the fault texts\n"
+          f"  floorlink check-config {shown}\n"
+          f"  floorlink probe {shown} plc\n"
+          f"  floorlink run {shown} --watch")
+    return EX_OK
 
 
 def _serve(main_coroutine: Coroutine[Any, Any, None],

@@ -114,6 +114,9 @@ class Agent:
                 commit_interval=config.buffer.commit_interval, on_event=self.on_event,
                 device_specs=compile_devices(config))
             self.board.assets = pipeline.states
+            self.board.asset_state_devices = {
+                asset.id: asset.state.tag.split(".", 1)[0] for asset in config.assets
+                if asset.state is not None}
             self.board.events_by_type = pipeline.events_by_type
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
             self.forwarders = [self._make_forwarder(u, s)
@@ -279,6 +282,9 @@ class Agent:
         next_stats = 0.0
         while True:
             self.board.assets = pipeline.states
+            self.board.asset_state_devices = {
+                asset.id: asset.state.tag.split(".", 1)[0] for asset in self.config.assets
+                if asset.state is not None}
             disk_full = outbox.pressure.is_set()
             outbox.pressure.clear()
             try:

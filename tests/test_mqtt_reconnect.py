@@ -50,7 +50,7 @@ async def test_after_a_long_outage_the_uplink_resumes_within_reconnect_max(
         due = uplink.health.next_attempt_at
         assert due is not None
         assert due - time.time() <= 2.0  # never further away than reconnect_max
-        assert "next try 20" in render(board.snapshot())  # the technician sees when
+        assert "Next try</dt><dd>20" in render(board.snapshot())  # the technician sees when
         await asyncio.to_thread(broker.start)
         resumed = await until(lambda: uplink.health.connected, 10)
         assert resumed <= 2.0 + 1.5  # reconnect_max, and a connect's worth of slack

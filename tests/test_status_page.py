@@ -68,6 +68,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
 def test_the_page_shows_devices_assets_uplinks_buffer_and_clock(running: Running) -> None:
     status, page = running.get("/")
     assert status == 200
+    page = page.replace("<wbr>", "")  # long ids and paths may wrap after a separator
     assert '<meta http-equiv=refresh' in page
     assert 'name=viewport' in page
     # Nothing from elsewhere: the plant network has no internet.

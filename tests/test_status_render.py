@@ -61,4 +61,4 @@ def test_the_page_says_when_the_erp_last_accepted_the_key() -> None:
                                   credentials_accepted_at=1764687600.0)]
     view = board.snapshot()
     assert view["uplinks"][0]["credentials_accepted_at"] == "2025-12-02T15:00:00.000Z"
-    assert "key accepted 2025-12-02T15:00:00.000Z" in render(view)
+    assert "Key accepted</dt><dd>2025-12-02T15:00:00.000Z" in render(view)

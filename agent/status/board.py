@@ -43,6 +43,9 @@ class StatusBoard:
     clock: ClockStatus | None = None
     # Certificates that are not an uplink's (OPC UA client certificates), as view dicts.
     other_certificates: list[dict[str, object]] = field(default_factory=list)
+    # asset -> the device its state tag is read from: an asset's state is only as fresh
+    # as that device's data.
+    asset_state_devices: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -79,13 +82,29 @@ class StatusBoard:
             "buffer": buffer,
             "buffer_error": self.buffer_error,
             "alarms": self.alarms(buffer["alarms"] if buffer else []),
-            "certificates_expiring": [
-                c for c in [*self.other_certificates,
-                            *(c for u in self.uplinks for c in u.certificates)]
-                if c.get("expiring")],
+            "certificates_expiring": self._expiring_certificates(),
             "events_by_type": dict(self.events_by_type),
-            "assets": {asset: _asset_view(st) for asset, st in self.assets.items()},
+            "assets": {asset: self._asset_view(asset, st) for asset, st in self.assets.items()},
         }
+
+    def _asset_view(self, asset: str, state: AssetState) -> dict[str, Any]:
+        view = _asset_view(state)
+        since = self._no_data_since(asset)
+        view["no_data_since"] = format_time(since) if since is not None else None
+        return view
+
+    def _no_data_since(self, asset: str) -> float | None:
+        """When the asset's state stopped being known, or None while its device delivers.
+        A state left over from before is not the machine's state now."""
+        device_id = self.asset_state_devices.get(asset)
+        health = next((d for d in self.devices if d.device == device_id), None)
+        if health is None:
+            return None
+        if health.state != "up":
+            return health.last_sample_at or health.since
+        if health.last_sample_at is None:
+            return health.since
+        return None
 
     def _clock_view(self) -> dict[str, Any]:
         view: dict[str, Any] = (self.clock.view() if self.clock
@@ -107,37 +126,86 @@ class StatusBoard:
         return view
 
     def alarms(self, buffer_alarms: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        """Every alarm raised now; the buffer's as given (the snapshot formats their times),
-        or as they stand."""
+        """Every alarm raised now, each with what to do: the one list of what is wrong. The
+        buffer's as given (the snapshot formats their times), or as they stand: those
+        include `buffer.fill`, raised by retention as the buffer nears its hard limit."""
         if buffer_alarms is None:
             buffer_alarms = ([dataclasses.asdict(a) for a in self.buffer.alarms]
                              if self.buffer else [])
+        now = time.time()
         alarms: list[dict[str, Any]] = []
         if self.buffer_error:
-            alarms.append({"key": "buffer.write", "severity": "critical",
-                           "message": self.buffer_error, "raised_at": None})
+            alarms.append(_alarm("buffer.write", "critical", self.buffer_error))
         if self.config_error:
-            alarms.append({"key": "config.reload", "severity": "warning",
-                           "message": self.config_error, "raised_at": None})
-        alarms += [{"key": f"uplink.{u.uplink}.paused", "severity": "critical",
-                    "message": u.alarm, "raised_at": None} for u in self.uplinks if u.alarm]
+            alarms.append(_alarm("config.reload", "warning", self.config_error))
         for d in self.devices:
-            if d.state == "up" and d.tag_errors:
-                listed = "; ".join(f"{tag}: {why}" for tag, why in sorted(d.tag_errors.items())[:5])
-                more = len(d.tag_errors) - 5
-                alarms.append({
-                    "key": f"device.{d.device}.degraded", "severity": "warning",
-                    "message": f"device {d.device} is connected but {len(d.tag_errors)} tag(s) "
-                               f"answer with an error: {listed}" + (f"; and {more} more"
-                                                                    if more > 0 else "")
-                               + ". Check each tag's address and type against the PLC",
-                    "raised_at": None})
+            alarms.extend(device_alarms(d, now))
+        for u in self.uplinks:
+            alarms.extend(self._uplink_alarms(u))
         if self.clock is not None and self.clock.synchronized is False:
-            alarms.append({"key": "clock.unsynchronized", "severity": "warning",
-                           "message": "the system clock is not synchronised: event times "
-                                      "may be off; check NTP (timedatectl status)",
-                           "raised_at": None})
+            alarms.append(_alarm("clock.unsynchronized", "warning",
+                                 "the system clock is not synchronised: event times may be "
+                                 "off; check NTP (timedatectl status)"))
+        for cert in self._expiring_certificates():
+            alarms.append(_alarm(
+                f"certificate.{cert.get('uplink')}.{cert.get('which')}.expiring", "warning",
+                f"certificate {cert.get('subject')} ({cert.get('uplink')}, {cert.get('which')}) "
+                f"expires {cert.get('not_after')}, in {cert.get('days_left')} days: renew it "
+                "and reload"))
         return alarms + buffer_alarms
+
+    def _uplink_alarms(self, u: UplinkHealth) -> list[dict[str, Any]]:
+        alarms = []
+        backlog = sum(self.buffer.backlog.get(u.uplink, {}).values()) if self.buffer else 0
+        if u.alarm:  # the uplink cannot work until someone acts (a refused ERP login)
+            alarms.append(_alarm(f"uplink.{u.uplink}.paused", "critical", u.alarm))
+        elif not u.connected:
+            why = f": {u.last_error}" if u.last_error else ""
+            alarms.append(_alarm(
+                f"uplink.{u.uplink}.disconnected", "warning",
+                f"uplink {u.uplink} cannot reach {u.target} since {format_time(u.since)}{why}. "
+                f"{backlog} event(s) wait in the buffer and go out when it is back; nothing "
+                "is lost"))
+        stored = self.buffer.dead_letters.get(u.uplink, 0) if self.buffer else 0
+        if stored:
+            alarms.append(_alarm(
+                f"uplink.{u.uplink}.dead_letters", "warning",
+                f"{stored} event(s) refused by {u.target} wait as dead letters: see why with "
+                f"`floorlink buffer dead-letters`, fix the cause, then `floorlink buffer "
+                "replay`"))
+        return alarms
+
+    def _expiring_certificates(self) -> list[dict[str, object]]:
+        return [c for c in [*self.other_certificates,
+                            *(c for u in self.uplinks for c in u.certificates)]
+                if c.get("expiring")]
+
+
+CONNECTING_GRACE = 15.0  # seconds a device may take to answer at start before it is an alarm
+
+
+def _alarm(key: str, severity: str, message: str) -> dict[str, Any]:
+    return {"key": key, "severity": severity, "message": message, "raised_at": None}
+
+
+def device_alarms(d: DeviceHealth, now: float) -> list[dict[str, Any]]:
+    """A device down (or never reached), or connected with tags that answer with errors."""
+    if d.state == "down" or (d.state == "connecting" and now - d.since > CONNECTING_GRACE):
+        why = f": {d.last_error}" if d.last_error else ""
+        since = format_time(d.last_sample_at or d.since)
+        return [_alarm(f"device.{d.device}.down", "critical",
+                       f"device {d.device} is not answering (no data since {since}){why}. "
+                       "Check that it is powered and reachable; `floorlink probe` reads it "
+                       "once")]
+    if d.state == "up" and d.tag_errors:
+        listed = "; ".join(f"{tag}: {why}" for tag, why in sorted(d.tag_errors.items())[:5])
+        more = len(d.tag_errors) - 5
+        return [_alarm(
+            f"device.{d.device}.degraded", "warning",
+            f"device {d.device} is connected but {len(d.tag_errors)} tag(s) answer with an "
+            f"error: {listed}" + (f"; and {more} more" if more > 0 else "")
+            + ". Check each tag's address and type against the PLC")]
+    return []
 
 
 def _device_view(health: DeviceHealth, now: float) -> dict[str, Any]:

@@ -6,7 +6,9 @@ internet); it reloads itself; it reads on a phone. What is wrong comes first.
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import datetime
 from html import escape
 from typing import Any
 
@@ -16,24 +18,26 @@ _STYLE = """
 :root{--ok:#1b7f3b;--bad:#b3261e;--warn:#9a6700;--mute:#5f6368;--line:#dadce0}
 *{box-sizing:border-box}
 body{font:15px/1.4 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
- color:#202124;background:#f6f7f9}
+ color:#202124;background:#f6f7f9;overflow-wrap:break-word}
 header{padding:12px 16px;color:#fff;background:var(--ok)}
 header.alarm{background:var(--bad)} header.attention{background:var(--warn)}
 header h1{font-size:20px;margin:0} header p{margin:4px 0 0}
 main{padding:8px 12px;max-width:1100px;margin:auto}
 section{background:#fff;border:1px solid var(--line);border-radius:8px;margin:10px 0;
- padding:8px 12px;overflow-x:auto}
+ padding:8px 12px;min-width:0}
 h2{font-size:16px;margin:4px 0 8px}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:5px 8px 5px 0;border-top:1px solid var(--line);
- vertical-align:top}
-th{font-size:12px;color:var(--mute);font-weight:600;border-top:0}
+.cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(100%,320px),1fr));
+ gap:8px}
+.card{border:1px solid var(--line);border-radius:6px;padding:8px 10px;min-width:0}
+.card h3{font-size:15px;margin:0 0 6px}
+dl{display:grid;grid-template-columns:minmax(0,max-content) minmax(0,1fr);gap:3px 12px;
+ margin:0}
+dt{color:var(--mute);font-size:13px} dd{margin:0;min-width:0}
+.id{white-space:nowrap} .id.long{white-space:normal;overflow-wrap:anywhere}
 .ok{color:var(--ok);font-weight:600}.bad{color:var(--bad);font-weight:600}
 .warn{color:var(--warn);font-weight:600}.mute{color:var(--mute)}
-ul.alarms{margin:0;padding-left:18px} ul.alarms li{margin:4px 0}
+ul.alarms{margin:0;padding-left:18px} ul.alarms li{margin:6px 0}
 footer{color:var(--mute);font-size:12px;padding:8px 16px 24px;text-align:center}
-@media (max-width:640px){td,th{padding-right:6px;font-size:14px}
- .wide{display:none}}
 """
 
 
@@ -42,11 +46,11 @@ def render(snapshot: dict[str, Any], now: float | None = None) -> str:
     agent = snapshot["agent"]
     alarms = snapshot["alarms"]
     critical = [a for a in alarms if a.get("severity") == "critical"]
-    down = [d for d in snapshot["devices"] if d["state"] != "up"]
-    offline = [u for u in snapshot["uplinks"] if not u["connected"]]
-    problems = len(alarms) + len(down) + len(offline)
+    # One truth for what is wrong: the header counts the alarm list below, which holds a
+    # device down, an uplink away, dead letters, the buffer, the clock and certificates.
+    problems = len(alarms)
     # Not the .bad/.warn text colours: the header is coloured by its background.
-    tone = ("alarm" if critical or down or not agent["healthy"]
+    tone = ("alarm" if critical or not agent["healthy"]
             else "attention" if problems else "")
     if not agent["healthy"]:
         headline = "Agent not running"
@@ -80,27 +84,34 @@ def _alarms(alarms: list[dict[str, Any]]) -> str:
         return '<section id=alarms><h2>Alarms</h2><p class=ok>No alarms</p></section>'
     items = "".join(
         f'<li><span class="{"bad" if a.get("severity") == "critical" else "warn"}">'
-        f'{escape(str(a["key"]))}</span>: {escape(str(a.get("message") or ""))}</li>'
+        f'{_id(str(a["key"]))}</span>: {escape(str(a.get("message") or ""))}</li>'
         for a in alarms)
     return f'<section id=alarms><h2>Alarms</h2><ul class=alarms>{items}</ul></section>'
 
 
 def _assets(assets: dict[str, Any], now: float) -> str:
-    rows = []
+    cards = []
     for name, asset in assets.items():
         downtime = asset["open_downtime"]
         hold = asset["open_hold"]
-        rows.append(_row(
-            escape(name),
-            f'<span class="{_STATE_TONES.get(str(asset["state"]), "warn")}">'
-            f'{escape(str(asset["state"] or "?"))}</span>',
-            (f'<span class=bad>{escape(str(downtime.get("reason") or "no reason yet"))}</span>'
-             f' for {_duration(now - downtime["started_at"])}') if downtime else "none",
-            (f'<span class=bad>lot {escape(str(hold.get("lot") or "?"))}</span>: '
-             f'{escape(str(hold.get("reason") or ""))}') if hold else "none",
-            escape(str(asset["work_order"] or "—"))))
-    return _table("assets", "Assets", ["Asset", "State", "Open downtime", "Open hold",
-                                       "Work order"], rows, "no assets configured")
+        if asset.get("no_data_since"):
+            # The last state read is not the machine's state now: say what is known.
+            state = f'<span class=warn>no data since {_hhmm(asset["no_data_since"])}</span>'
+        else:
+            state = (f'<span class="{_STATE_TONES.get(str(asset["state"]), "warn")}">'
+                     f'{escape(str(asset["state"] or "?"))}</span>')
+        stopped = "none"
+        if downtime:
+            reason = escape(str(downtime.get("reason") or "no reason yet"))
+            stopped = (f"<span class=bad>{reason}</span> for "
+                       f"{_duration(now - downtime['started_at'])}")
+        cards.append(_card(_id(name), [
+            ("State", state),
+            ("Downtime", stopped),
+            ("Hold", (f'<span class=bad>lot {escape(str(hold.get("lot") or "?"))}</span>: '
+                      f'{escape(str(hold.get("reason") or ""))}') if hold else "none"),
+            ("Work order", escape(str(asset["work_order"] or "—")))]))
+    return _cards("assets", "Assets", cards, "no assets configured")
 
 
 _STATE_TONES = {"running": "ok", "down": "bad", "fault": "bad"}
@@ -119,37 +130,37 @@ def _device_error(d: dict[str, Any]) -> str:
 
 
 def _devices(devices: list[dict[str, Any]]) -> str:
-    rows = [_row(
-        escape(d["device"]), escape(d["protocol"]),
-        f'<span class="{"ok" if d["state"] == "up" else "bad"}">{escape(d["state"])}</span>',
-        _ago(d.get("last_sample_age_s")),
-        f'<span class="{"bad" if d["state"] != "up" else "mute"}">'
-        f'{escape(_device_error(d))}</span>') for d in devices]
-    return _table("devices", "Devices", ["Device", "Protocol", "Connection", "Last sample",
-                                         "Last error"], rows, "no devices configured")
+    cards = [_card(_id(d["device"]), [
+        ("Connection", f'<span class="{"ok" if d["state"] == "up" else "bad"}">'
+                       f'{escape(d["state"])}</span> <span class=mute>'
+                       f'{escape(d["protocol"])}</span>'),
+        ("Last sample", _ago(d.get("last_sample_age_s"))),
+        ("Last error", f'<span class="{"bad" if d["state"] != "up" else "mute"}">'
+                       f'{escape(_device_error(d))}</span>')]) for d in devices]
+    return _cards("devices", "Devices", cards, "no devices configured")
 
 
 def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
-    rows = []
+    cards = []
     for u in uplinks:
         state = ("paused" if u.get("alarm") else "connected" if u["connected"]
                  else "disconnected")
         age = u.get("oldest_pending_age_s")
-        accepted = u.get("credentials_accepted_at")
-        key = f'<br>key accepted {escape(str(accepted))}' if accepted else ""
-        retry = u.get("next_attempt_at") if state != "connected" else None
-        key += f'<br>next try {escape(str(retry))}' if retry else ""
-        rows.append(_row(
-            f'{escape(u["uplink"])}<br><span class=mute>{escape(u["type"])} '
-            f'{escape(u["target"])}{key}</span>',
-            f'<span class="{"ok" if state == "connected" else "bad"}">{state}</span>',
-            f'{u.get("backlog", "?")}',
-            _duration(age) if age is not None else "—",
-            str(u.get("dead_letters_stored", u["dead_lettered"])),
-            f'<span class=mute>{escape(u["alarm"] or u["last_error"] or "—")}</span>'))
-    return _table("uplinks", "Uplinks", ["Uplink", "State", "Backlog", "Oldest waiting",
-                                         "Dead letters", "Last error"], rows,
-                  "no uplinks configured")
+        rows = [("State", f'<span class="{"ok" if state == "connected" else "bad"}">{state}'
+                          f'</span> <span class=mute>{escape(u["type"])} '
+                          f'{_id(u["target"])}</span>'),
+                ("Backlog", f'{u.get("backlog", "?")}'
+                            + (f" (oldest {_duration(age)})" if age is not None else "")),
+                ("Dead letters", str(u.get("dead_letters_stored", u["dead_lettered"])))]
+        if u.get("credentials_accepted_at"):
+            rows.append(("Key accepted", escape(str(u["credentials_accepted_at"]))))
+        if state != "connected" and u.get("next_attempt_at"):
+            rows.append(("Next try", escape(str(u["next_attempt_at"]))))
+        trouble = u["alarm"] or u["last_error"]
+        if trouble:
+            rows.append(("Last error", f'<span class=mute>{escape(trouble)}</span>'))
+        cards.append(_card(_id(u["uplink"]), rows))
+    return _cards("uplinks", "Uplinks", cards, "no uplinks configured")
 
 
 def _buffer(buffer: dict[str, Any] | None) -> str:
@@ -159,13 +170,11 @@ def _buffer(buffer: dict[str, Any] | None) -> str:
     fill = buffer.get("fill")
     fill_text = f"{fill * 100:.0f}% of the hard limit" if fill is not None else ""
     tone = "bad" if fill is not None and fill >= 0.9 else "warn" if fill and fill >= 0.7 else ""
-    rows = [
-        _row("File", f'{escape(buffer["path"])}'),
-        _row("Size", f'{_bytes(buffer["file_bytes"])} on disk, {_bytes(buffer["used_bytes"])} '
-                     f'used, {buffer["events"]} events <span class="{tone}">{fill_text}</span>'),
-        _row("Limits", escape(", ".join(_limit(k, v) for k, v in limits.items()) or "none")),
-    ]
-    return _table("buffer", "Buffer", ["", ""], rows, "")
+    return _section("buffer", "Buffer", [
+        ("File", _id(buffer["path"])),
+        ("Size", f'{_bytes(buffer["file_bytes"])} on disk, {_bytes(buffer["used_bytes"])} '
+                 f'used, {buffer["events"]} events <span class="{tone}">{fill_text}</span>'),
+        ("Limits", escape(", ".join(_limit(k, v) for k, v in limits.items()) or "none"))])
 
 
 _LIMIT_LABELS = {"size_bytes": "telemetry trimmed above", "hard_bytes": "hard limit",
@@ -187,33 +196,64 @@ def _clock_and_certificates(clock: dict[str, Any], certificates: list[dict[str, 
     synced = clock.get("synchronized")
     state = ("unknown" if synced is None else '<span class=ok>synchronised</span>' if synced
              else '<span class=bad>NOT synchronised</span>')
-    rows = [_row("System clock", f'{state} <span class=mute>({escape(str(clock["source"]))})'
-                                 f'</span>')]
+    rows = [("System clock", f'{state} <span class=mute>({escape(str(clock["source"]))})'
+                             f'</span>')]
     for device, offset in clock.get("opcua_servers", {}).items():
         text = "not measured yet" if offset is None else (
             f'<span class="{"warn" if abs(offset) > 1 else "ok"}">{offset:+.3f} s</span>')
-        rows.append(_row(f"OPC UA {escape(device)}", f"server clock offset {text}"))
+        rows.append((f"OPC UA {_id(device)}", f"server clock offset {text}"))
     if certificates:
         for cert in certificates:
-            rows.append(_row(
+            rows.append((
                 "Certificate", f'<span class=warn>{escape(str(cert["subject"]))} '
                 f'({escape(str(cert["uplink"]))}, {escape(str(cert["which"]))}) expires '
                 f'{escape(str(cert["not_after"]))}, in {cert["days_left"]} days</span>'))
     else:
-        rows.append(_row("Certificates", "<span class=ok>none expire within 30 days</span>"))
-    return _table("clock", "Clock and certificates", ["", ""], rows, "")
+        rows.append(("Certificates", "<span class=ok>none expire within 30 days</span>"))
+    return _section("clock", "Clock and certificates", rows)
 
 
-def _table(anchor: str, title: str, headings: list[str], rows: list[str], empty: str) -> str:
-    if not rows:
+def _cards(anchor: str, title: str, cards: list[str], empty: str) -> str:
+    """Cards that stack on a phone and sit side by side on a wide screen: nothing scrolls
+    sideways at 360 px, and what is wrong is never in a column cut off to the right."""
+    if not cards:
         return f"<section id={anchor}><h2>{title}</h2><p class=mute>{empty}</p></section>"
-    head = "".join(f"<th>{h}</th>" for h in headings) if any(headings) else ""
-    return (f"<section id={anchor}><h2>{title}</h2><table>"
-            f"{'<tr>' + head + '</tr>' if head else ''}{''.join(rows)}</table></section>")
+    return (f"<section id={anchor}><h2>{title}</h2><div class=cards>{''.join(cards)}</div>"
+            "</section>")
 
 
-def _row(*cells: str) -> str:
-    return "<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>"
+def _card(title: str, rows: list[tuple[str, str]]) -> str:
+    return f"<article class=card><h3>{title}</h3>{_dl(rows)}</article>"
+
+
+def _section(anchor: str, title: str, rows: list[tuple[str, str]]) -> str:
+    return f"<section id={anchor}><h2>{title}</h2>{_dl(rows)}</section>"
+
+
+def _dl(rows: list[tuple[str, str]]) -> str:
+    items = "".join(f"<dt>{label}</dt><dd>{value}</dd>" for label, value in rows)
+    return f"<dl>{items}</dl>"
+
+
+_SEPARATORS = re.compile(r"([-._/:@])")
+
+
+def _id(text: str) -> str:
+    """An id, escaped. A short one never breaks ("press-/1" on a phone); a long one may
+    wrap, after its separators first."""
+    if len(text) <= 24:
+        return f"<span class=id>{escape(text)}</span>"
+    parts = _SEPARATORS.split(text)
+    return "<span class='id long'>" + "".join(
+        escape(p) + ("<wbr>" if _SEPARATORS.fullmatch(p) else "") for p in parts) + "</span>"
+
+
+def _hhmm(iso: str) -> str:
+    """An RFC 3339 UTC time as this box's local HH:MM (with the date if not today)."""
+    moment = datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone()
+    if moment.date() == datetime.now().astimezone().date():
+        return moment.strftime("%H:%M")
+    return moment.strftime("%Y-%m-%d %H:%M")
 
 
 def _ago(age: float | None) -> str:
@@ -234,10 +274,11 @@ def _duration(seconds: float) -> str:
 
 
 def _bytes(value: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(value) < 1024 or unit == "GB":
+    """Decimal units, as the configuration takes them: `1GB` shows as 1.0 GB."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if abs(value) < 1000 or unit == "GB":
             return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     return str(value)
 
 

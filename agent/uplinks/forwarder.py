@@ -198,11 +198,14 @@ class Forwarder:
     async def _until_settled(self, event: StoredEvent, ack: asyncio.Future[None]) -> bool:
         """Wait out transient failures; True if delivered, False if dead-lettered."""
         attempts = 1
+        transient: str | None = None
         while True:
             try:
                 await ack
                 self.uplink.health.delivered += 1
                 self.uplink.health.last_delivered_at = time.time()
+                if transient is not None and self.uplink.health.last_error == transient:
+                    self.uplink.health.last_error = None  # delivered: that trouble is over
                 return True
             except UplinkRejected as exc:
                 # The dead letter keeps the whole reason; the log gets it on one line.
@@ -217,7 +220,7 @@ class Forwarder:
                 self.uplink.health.dead_lettered += 1
                 return False
             except UplinkUnavailable as exc:
-                self.uplink.health.last_error = str(exc)
+                self.uplink.health.last_error = transient = str(exc)
                 await asyncio.sleep(backoff_delay(attempts - 1))
                 attempts += 1
                 ack = self.uplink.submit(event)

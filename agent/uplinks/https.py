@@ -235,6 +235,7 @@ class HttpsPoster:
             if self._down_logged:
                 log.info("uplink %s: %s answering again", self.id, self.settings.url)
             self.health.connected, self.health.since = True, time.time()
+            self.health.last_error = None  # what kept it away is over
             self._down_logged = False
         if time.time() - self._server_checked_at > 3600:
             self._server_checked_at = time.time()

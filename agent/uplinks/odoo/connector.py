@@ -324,6 +324,7 @@ class OdooConnector:
             if self._trouble_logged:
                 log.info("uplink %s: Odoo at %s answering again", self.id, self.settings.url)
             self.health.connected, self.health.since = True, time.time()
+            self.health.last_error = None  # what kept it away is over
             self._trouble_logged = False
 
     # ------------------------------------------------------------ planning

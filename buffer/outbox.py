@@ -110,6 +110,8 @@ class BufferStats:
     oldest_pending_at: dict[str, float | None] = field(default_factory=dict)
     drops: dict[str, dict[str, int]] = field(default_factory=dict)  # uplink -> class -> count
     alarms: list[Alarm] = field(default_factory=list)
+    # uplink -> what the upstream does not have yet, by event type (see stats.py)
+    impact: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 # What the write-ahead log keeps of its file after a checkpoint; SQLite checkpoints on
@@ -130,6 +132,7 @@ class Outbox:
         self.limits = limits
         self.page_size = 4096
         self._lock = asyncio.Lock()
+        self.impact_cache: tuple[float, dict[str, dict[str, Any]]] | None = None  # stats.py
         self._listeners: list[Callable[[], None]] = []
         self.pressure = asyncio.Event()  # set when a write failed for lack of space
         self.reserve = Reserve(path.with_name(path.name + ".reserve"), limits.reserve_bytes)
@@ -419,37 +422,15 @@ class Outbox:
         return (int(pages[0][0]) - int(free[0][0])) * self.page_size
 
     async def stats(self) -> BufferStats:
-        total = await self._read("SELECT COUNT(*) FROM events")
-        used = await self.used_bytes()
-        result = BufferStats(path=str(self.path), epoch=self.epoch,
-                             file_bytes=_file_bytes(self.path), used_bytes=used,
-                             events=int(total[0][0]), limits=self.limits.as_dict(),
-                             fill=used / self.limits.hard_bytes if self.limits.hard_bytes
-                             else None)
-        for uplink in self.uplinks:
-            cursors = await self.cursors(uplink)
-            per_lane: dict[int, int] = {}
-            oldest: float | None = None
-            for lane in LANES:
-                row = await self._read(
-                    "SELECT COUNT(*), MIN(committed_at) FROM events "
-                    "WHERE lane = ? AND position > ?",
-                    (lane, cursors[lane]))
-                per_lane[lane] = int(row[0][0])
-                if row[0][1] is not None:
-                    oldest = min(oldest, float(row[0][1])) if oldest else float(row[0][1])
-            result.backlog[uplink] = per_lane
-            result.oldest_pending_at[uplink] = oldest
-            letters = await self._read(
-                "SELECT status, COUNT(*) FROM dead_letters WHERE uplink = ? GROUP BY status",
-                (uplink,))
-            by_status = {str(s): int(n) for s, n in letters}
-            result.dead_letters[uplink] = by_status.get("dead", 0)
-            result.replays_queued[uplink] = by_status.get("queued", 0)
-        for uplink, kind, count in await self._read("SELECT uplink, class, count FROM drops"):
-            result.drops.setdefault(str(uplink), {})[str(kind)] = int(count)
-        result.alarms = await self.alarms()
-        return result
+        """Figures for the status page (stats.py); the per-type business impact is
+        recounted at most every IMPACT_SECONDS."""
+        from .stats import collect
+
+        return await collect(self)
+
+    async def read(self, sql: str, params: Iterable[object] = ()) -> list[tuple[Any, ...]]:
+        """Rows of a read-only query, for the figures modules."""
+        return await self._read(sql, params)
 
     # ---------------------------------------------------------------- plumbing
 
@@ -477,7 +458,7 @@ class Outbox:
         return BufferError(f"buffer {self.path}: {text}")
 
 
-def _file_bytes(path: Path) -> int:
+def file_bytes(path: Path) -> int:
     total = 0
     for suffix in ("", "-wal", "-shm"):
         with contextlib.suppress(OSError):

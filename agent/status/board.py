@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .. import __version__
 from ..events import format_time
 from .clock import ClockStatus
+from .impact import missing, refused
 
 if TYPE_CHECKING:
     from buffer import BufferStats
@@ -123,6 +124,9 @@ class StatusBoard:
             oldest = stats.oldest_pending_at.get(health.uplink)
             view["oldest_pending_age_s"] = round(now - oldest, 1) if oldest else None
             view["dead_letters_stored"] = stats.dead_letters.get(health.uplink, 0)
+            impact = stats.impact.get(health.uplink)
+            view["missing"] = missing(impact, health.type, health.target, now)
+            view["refused"] = refused(impact, health.type, health.target)
         return view
 
     def alarms(self, buffer_alarms: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -157,22 +161,26 @@ class StatusBoard:
     def _uplink_alarms(self, u: UplinkHealth) -> list[dict[str, Any]]:
         alarms = []
         backlog = sum(self.buffer.backlog.get(u.uplink, {}).values()) if self.buffer else 0
+        impact = self.buffer.impact.get(u.uplink) if self.buffer else None
         if u.alarm:  # the uplink cannot work until someone acts (a refused ERP login)
             alarms.append(_alarm(f"uplink.{u.uplink}.paused", "critical", u.alarm))
         elif not u.connected:
             why = f": {u.last_error}" if u.last_error else ""
+            short = missing(impact, u.type, u.target)
             alarms.append(_alarm(
                 f"uplink.{u.uplink}.disconnected", "warning",
                 f"uplink {u.uplink} cannot reach {u.target} since {format_time(u.since)}{why}. "
-                f"{backlog} event(s) wait in the buffer and go out when it is back; nothing "
-                "is lost"))
+                + (f"{short}. " if short else "")
+                + f"{backlog} event(s) wait in the buffer and go out when it is back; "
+                "nothing is lost"))
         stored = self.buffer.dead_letters.get(u.uplink, 0) if self.buffer else 0
         if stored:
+            said = refused(impact, u.type, u.target)
             alarms.append(_alarm(
                 f"uplink.{u.uplink}.dead_letters", "warning",
-                f"{stored} event(s) refused by {u.target} wait as dead letters: see why with "
-                f"`floorlink buffer dead-letters`, fix the cause, then `floorlink buffer "
-                "replay`"))
+                (f"{said}. " if said else f"{stored} event(s) refused by {u.target}. ")
+                + "They wait as dead letters: `floorlink buffer dead-letters` shows them; fix "
+                "the cause, then `floorlink buffer replay`"))
         return alarms
 
     def _expiring_certificates(self) -> list[dict[str, object]]:

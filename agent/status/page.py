@@ -152,6 +152,10 @@ def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
                 ("Backlog", f'{u.get("backlog", "?")}'
                             + (f" (oldest {_duration(age)})" if age is not None else "")),
                 ("Dead letters", str(u.get("dead_letters_stored", u["dead_lettered"])))]
+        if u.get("missing"):
+            rows.append(("Missing", f'<span class=warn>{escape(u["missing"])}</span>'))
+        if u.get("refused"):
+            rows.append(("Refused", f'<span class=bad>{escape(u["refused"])}</span>'))
         if u.get("credentials_accepted_at"):
             rows.append(("Key accepted", escape(str(u["credentials_accepted_at"]))))
         if state != "connected" and u.get("next_attempt_at"):

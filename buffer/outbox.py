@@ -31,6 +31,7 @@ import aiosqlite
 
 from agent.errors import BufferError, BufferFull
 
+from . import history
 from .opening import NotUsable, Prepared, prepare
 from .recovery import Salvage
 from .retention import RAISE_ALARM, Limits, count_drops
@@ -237,6 +238,7 @@ class Outbox:
                                   "events and derivation state still fit")
             for key, severity, message in alarms:
                 await db.execute(RAISE_ALARM, (key, severity, message, now))
+            await history.append(db, events)
         if event_rows:
             self._notify()
 

@@ -44,6 +44,9 @@ RAISE_ALARM = ("INSERT INTO alarms (key, severity, message, raised_at) VALUES (?
                "ON CONFLICT(key) DO UPDATE SET severity = excluded.severity, "
                "message = excluded.message")
 WARN_AT, CRITICAL_AT = 0.80, 0.95
+HISTORY_AGE = 8 * 86400.0  # a week of shifts and a day more, for the previous shift view
+HISTORY_KEPT_UNDER_PRESSURE = 2 * 86400.0  # the current and previous shift, at least
+TRIM_HISTORY = "DELETE FROM history WHERE end IS NOT NULL AND end < ?"
 TELEMETRY, BUSINESS, HOLD = 2, 1, 0
 CLASSES = {HOLD: "hold", BUSINESS: "business", TELEMETRY: "telemetry"}
 
@@ -96,12 +99,18 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
             if not await _drop_oldest(outbox, TELEMETRY, healthy, result, why="the soft "
                                       f"limit ({limits.size_bytes / 1e6:g} MB)"):
                 break
+    # The status page's history: past its age always; under the hard limit, after raw
+    # telemetry and before any business event (only the pictures lose detail).
+    await _trim_history(outbox, now - HISTORY_AGE)
     if limits.hard_bytes:
         hard_before = result.total("business") + result.total("hold")
         # First everything only unhealthy uplinks still need, in every lane; only then
-        # what a healthy uplink needs. Within each pass: telemetry, business, holds last.
+        # what a healthy uplink needs. Within each pass: telemetry, history, business,
+        # holds last.
         for only_unhealthy in (True, False):
             for lane in (TELEMETRY, BUSINESS, HOLD):
+                if lane == BUSINESS and await outbox.used_bytes() > limits.hard_bytes:
+                    await _trim_history(outbox, now - HISTORY_KEPT_UNDER_PRESSURE)
                 while await outbox.used_bytes() > limits.hard_bytes:
                     if not await _drop_oldest(outbox, lane, healthy, result,
                                               only_unhealthy=only_unhealthy,
@@ -120,6 +129,11 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
     if result.total("telemetry"):
         log.warning("retention dropped telemetry: %s", _describe(result.dropped))
     return result
+
+
+async def _trim_history(outbox: Outbox, before: float) -> None:
+    async with outbox.transaction() as db:
+        await db.execute(TRIM_HISTORY, (before,))
 
 
 async def free_space(outbox: Outbox, healthy: Sequence[str],

@@ -1,4 +1,4 @@
--- floorlink buffer, schema version 2 (a fresh buffer is created from this file;
+-- floorlink buffer, schema version 3 (a fresh buffer is created from this file;
 -- an older one is brought here by buffer/migrations/NNNN.sql, after a backup).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -63,3 +63,20 @@ CREATE TABLE alarms (
     message   TEXT NOT NULL,
     raised_at REAL NOT NULL
 );
+-- The shift's history: `state` rows are an asset's state segments (end NULL while
+-- open; `micro` marks a stop reported as a micro-stop), `parts` rows what a production
+-- confirmation counted over [start, end]. Written in the same transaction as the events
+-- that make them (buffer/history.py); retention trims it after telemetry.
+CREATE TABLE history (
+    asset      TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    start      REAL NOT NULL,
+    end        REAL,
+    state      TEXT,
+    reason     TEXT,
+    work_order TEXT,
+    good       INTEGER NOT NULL DEFAULT 0,
+    scrap      INTEGER NOT NULL DEFAULT 0,
+    micro      INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX history_by_asset ON history (asset, kind, start);

@@ -497,6 +497,20 @@ class ProductionPolicy(Strict):
         return value
 
 
+class OeePolicy(Strict):
+    """What OEE's performance part needs and floorlink cannot know: how fast the machine
+    makes one part at best. floorlink knows no products, only work orders."""
+
+    ideal_cycle: Duration | None = Field(
+        default=None, gt=0,
+        description="Seconds per part at the machine's best (per cycle: parts_per_cycle "
+        "parts). Without it the page shows availability and quality, not OEE.")
+    by_work_order: dict[str, Duration] = Field(
+        default_factory=dict,
+        description="Ideal cycle per work-order pattern ('WO-17*': 4s), first match wins; "
+        "for a machine that runs products at different speeds.")
+
+
 class ErpIdentifiers(Strict):
     odoo_workcenter: str | None = None
     equipment: str | None = None
@@ -514,6 +528,7 @@ class Asset(Strict):
     downtime: DowntimePolicy = Field(default_factory=DowntimePolicy)
     production: ProductionPolicy = Field(default_factory=ProductionPolicy)
     maintenance: MaintenancePolicy = Field(default_factory=MaintenancePolicy)
+    oee: OeePolicy = Field(default_factory=OeePolicy)
     erp: ErpIdentifiers = Field(default_factory=ErpIdentifiers)
 
     def tag_references(self) -> list[tuple[tuple[str | int, ...], str]]:

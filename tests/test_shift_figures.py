@@ -1,0 +1,115 @@
+"""Shift figures against a scripted line whose true OEE is worked out by hand.
+
+One hour of a press, derived by the real derivation and committed to a real buffer, its
+history read back and turned into figures:
+
+    0    - 1200 s  running                        1200 s
+    1200 - 1800 s  down, hydraulic pressure loss   600 s  (a downtime)
+    1800 - 2400 s  running                         600 s
+    2400 - 2403 s  down                              3 s  (a micro-stop: under 5 s)
+    2403 - 3000 s  running                         597 s
+    3000 - 3600 s  planned stop                    600 s
+
+    planned time = 3600 - 600              = 3000 s
+    run time     = 1200 + 600 + 597 + 3    = 2400 s   (a micro-stop is run time)
+    availability = 2400 / 3000             = 0.80
+    parts        = 540 good + 60 scrap     = 600
+    performance  = 3 s ideal x 600 / 2400  = 0.75
+    quality      = 540 / 600               = 0.90
+    OEE          = 0.80 x 0.75 x 0.90      = 0.54
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
+from agent.shared import Sample
+from agent.shift.figures import compute
+from agent.shift.windows import Window, shift_at
+from buffer import Outbox
+from buffer.history import parts, segments
+
+T0 = 1_764_000_000.0  # a shift start
+SPEC = AssetSpec(
+    id="press-1", area="stamping", line="line-1",
+    roles={"plc.state": "state", "plc.good": "good", "plc.scrap": "scrap",
+           "plc.fault": "reason"},
+    state_map={1: "running", 3: "down", 5: "planned_stop"}, micro_stop=5.0, interval=60.0,
+    reason_texts={101: "Hydraulic pressure loss"},
+    counter_modulus={"good": None, "scrap": None},
+)
+SCRIPT = [(0, 1200, 1, 0), (1200, 1800, 3, 101), (1800, 2400, 1, 0), (2400, 2403, 3, 0),
+          (2403, 3000, 1, 0), (3000, 3601, 5, 0)]  # (from, to, state code, fault)
+RUNNING = 1200 + 600 + 597
+
+
+def ran(t: float) -> float:
+    """Seconds run before t: the counters follow it, 600 parts over the hour's run."""
+    return sum(max(0.0, min(end, t) - start) for start, end, code, _ in SCRIPT if code == 1)
+
+
+def scripted_events() -> list[list[Any]]:
+    """The derivation's commits for the scripted hour: one list of events per scan."""
+    counter = itertools.count(1)
+    ctx = DeriveContext(site="s", agent="a", epoch=1, new_id=lambda: f"id-{next(counter)}")
+    state, commits = AssetState(), []
+    for start, end, code, fault in SCRIPT:
+        for t in [*range(start, end, 1 if end - start < 10 else 10), end - 1]:
+            good, scrap = int(540 * ran(t) // RUNNING), int(60 * ran(t) // RUNNING)
+            samples = [Sample("plc", tag, value, "good", T0 + t, False) for tag, value in
+                       (("state", code), ("fault", fault), ("good", good), ("scrap", scrap))]
+            state, produced = apply_samples(SPEC, state, samples, T0 + t, ctx)
+            state, ticked = apply_tick(SPEC, state, T0 + t, ctx)
+            commits.append(produced + ticked)
+    return commits
+
+
+async def test_a_scripted_hour_gives_the_oee_worked_out_by_hand(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", ["erp"])
+    try:
+        for events in scripted_events():
+            await box.commit(events, {})
+        window = Window(T0, T0 + 8 * 3600, "scripted")
+        history = await segments(box, "press-1", T0, T0 + 3600)
+        made = await parts(box, "press-1", T0, T0 + 3600)
+    finally:
+        await box.close()
+    figures = compute(window, T0 + 3600, history, made, ideal_cycle=3.0,
+                      micro_stop=SPEC.micro_stop)
+    assert figures.seconds["planned_stop"] == pytest.approx(600, abs=1)
+    assert figures.micro_stop_s == pytest.approx(3, abs=1e-6)
+    assert figures.downtime_by_reason == {
+        "Hydraulic pressure loss": {"minutes": pytest.approx(10, abs=0.02), "count": 1}}
+    assert (figures.good, figures.scrap) == (540, 60)
+    assert figures.availability == pytest.approx(0.80, abs=0.001)
+    assert figures.performance == pytest.approx(0.75, abs=0.001)
+    assert figures.quality == pytest.approx(0.90, abs=0.001)
+    assert figures.oee == pytest.approx(0.54, abs=0.001)
+    assert sum(h["good"] for h in figures.parts_per_hour) == 540
+
+
+def test_without_an_ideal_cycle_there_is_no_oee_but_availability_and_quality() -> None:
+    window = Window(T0, T0 + 3600, "x")
+    figures = compute(window, T0 + 3600, [], [])
+    assert figures.oee is None
+    assert figures.seconds["no_data"] == 3600  # nothing known of this hour
+
+
+def test_shifts_follow_the_zone_and_a_day_without_shifts() -> None:
+    at = 1_764_662_400.0  # 2025-12-02 08:00 UTC = 09:00 in Berlin
+    morning = shift_at(at, ["06:00", "14:00", "22:00"], "Europe/Berlin")
+    assert morning.label == "2025-12-02 06:00"
+    assert morning.end - morning.start == 8 * 3600
+    night = shift_at(at - 10 * 3600, ["06:00", "14:00", "22:00"], "Europe/Berlin")
+    assert night.label == "2025-12-01 22:00"
+    day = shift_at(at, [], "Europe/Berlin")
+    assert day.label == "2025-12-02 00:00"
+    assert day.end - day.start == 24 * 3600
+    # The night shift that spans the clock change in March lasts 7 hours.
+    spring = shift_at(1_774_746_000.0, ["06:00", "14:00", "22:00"], "Europe/Berlin")
+    assert spring.end - spring.start == 7 * 3600

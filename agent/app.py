@@ -27,6 +27,7 @@ from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
 from .shared import Sample
+from .shift.view import SHIFT_REFRESH, shift_views
 from .status.auth import status_users
 from .status.board import StatusBoard
 from .status.metrics import AgentMetrics
@@ -279,7 +280,7 @@ class Agent:
         outbox = self.outbox
         assert outbox is not None
         loop = asyncio.get_running_loop()
-        next_stats = 0.0
+        next_stats = next_shifts = 0.0
         while True:
             self.board.assets = pipeline.states
             self.board.asset_state_devices = {
@@ -304,6 +305,10 @@ class Agent:
                     started = loop.time()
                     self.board.buffer = await outbox.stats()
                     next_stats = loop.time() + 20 * (loop.time() - started)
+                if loop.time() >= next_shifts:
+                    self.board.shifts = await shift_views(outbox, list(self.config.assets),
+                                                          time.time())
+                    next_shifts = loop.time() + SHIFT_REFRESH
                 self.board.buffer_error = pipeline.last_error
                 self.board.commits = pipeline.commits
             except BufferError as exc:

@@ -26,11 +26,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent.derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
+from agent.settings import load_config_text
 from agent.shared import Sample
 from agent.shift.figures import compute
+from agent.shift.view import shift_views
 from agent.shift.windows import Window, shift_at
+from agent.status.board import StatusBoard
+from agent.status.metrics import AgentMetrics
+from agent.status.page import render
 from buffer import Outbox
 from buffer.history import parts, segments
 
@@ -113,3 +120,68 @@ def test_shifts_follow_the_zone_and_a_day_without_shifts() -> None:
     # The night shift that spans the clock change in March lasts 7 hours.
     spring = shift_at(1_774_746_000.0, ["06:00", "14:00", "22:00"], "Europe/Berlin")
     assert spring.end - spring.start == 7 * 3600
+
+
+async def test_the_page_draws_the_shift_for_a_technician(tmp_path: Path) -> None:
+    """The scripted hour on the page: timeline segments with their reasons, the OEE line,
+    the Pareto and the bars, as SVG and HTML without a script."""
+    box = await Outbox.open(tmp_path / "b.db", ["erp"])
+    try:
+        for events in scripted_events():
+            await box.commit(events, {})
+        asset = load_config_text(ASSET_CONFIG, "c.yaml", tmp_path).assets[0]
+        views = await shift_views(box, [asset], T0 + 3600)
+    finally:
+        await box.close()
+    board = StatusBoard(site="plant", agent="edge-1", alive=True)
+    board.shifts = views
+    view = board.snapshot()
+    current = view["shifts"]["press-1"]["current"]
+    assert current["oee"] == pytest.approx(0.54, abs=0.001)
+    assert [s["state"] for s in current["timeline"]] == [
+        "running", "down", "running", "micro_stop", "running", "planned_stop"]
+    page = render(view)
+    assert "OEE <b>54%</b> = availability 80% &times; performance 75% &times; quality 90%" \
+        in page
+    assert "down: Hydraulic pressure loss" in page
+    assert "<td>Hydraulic pressure loss</td><td>10 min</td>" in page
+    assert page.count("<title>") >= 7  # a hover text per segment and per bar
+    assert "<script" not in page
+
+
+ASSET_CONFIG = """
+site: s
+devices: [{id: plc, protocol: modbus_tcp, host: 127.0.0.1,
+           tags: [{name: state, register: 40001}, {name: good, register: 40002},
+                  {name: scrap, register: 40003}, {name: fault, register: 40004}]}]
+assets:
+  - id: press-1
+    state: {tag: plc.state, map: {1: running, 3: down, 5: planned_stop}}
+    counters: {good: plc.good, scrap: plc.scrap}
+    reason: {tag: plc.fault, texts: {101: Hydraulic pressure loss}}
+    downtime: {micro_stop: 5s}
+    production: {interval: 60s, shifts: ["06:00", "14:00", "22:00"], timezone: UTC}
+    oee: {ideal_cycle: 3s}
+"""
+
+
+async def test_the_shift_figures_are_prometheus_gauges(tmp_path: Path) -> None:
+    box = await Outbox.open(tmp_path / "b.db", ["erp"])
+    try:
+        for events in scripted_events():
+            await box.commit(events, {})
+        asset = load_config_text(ASSET_CONFIG, "c.yaml", tmp_path).assets[0]
+        views = await shift_views(box, [asset], T0 + 3600)
+    finally:
+        await box.close()
+    board = StatusBoard(site="plant", agent="edge-1", alive=True)
+    board.shifts = views
+    text = generate_latest(AgentMetrics(board).registry).decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(text) for s in family.samples}
+    assert samples[("floorlink_shift_oee", (("asset", "press-1"),))] == pytest.approx(0.54,
+                                                                                     abs=0.001)
+    assert samples[("floorlink_shift_downtime_minutes",
+                    (("asset", "press-1"), ("reason", "Hydraulic pressure loss")))] == \
+        pytest.approx(10, abs=0.02)
+    assert samples[("floorlink_shift_parts", (("asset", "press-1"), ("kind", "good")))] == 540

@@ -97,6 +97,12 @@ def test_status_json_has_what_the_page_shows(running: Running) -> None:
             "connected"} <= uplink.keys()
     assert view["buffer"]["limits"]
     assert "synchronized" in view["clock"]
+    # The shift's history comes from the buffer, refreshed every 10 s.
+    def timeline() -> list[dict[str, Any]]:
+        shift = json.loads(running.get("/status")[1])["shifts"].get("press-1", {})
+        return list(shift.get("current", {}).get("timeline", []))
+    wait_until(lambda: bool(timeline()), 15, "the shift timeline of press-1")
+    assert timeline()[0]["state"] in ("running", "idle", "down", "setup", "planned_stop")
     wait_until(lambda: json.loads(running.get("/status")[1])["clock"]["opcua_servers"]
                ["press1-plc"] is not None, 10, "the OPC UA server's clock offset")
     assert view["events_by_type"]

@@ -47,6 +47,8 @@ class StatusBoard:
     # asset -> the device its state tag is read from: an asset's state is only as fresh
     # as that device's data.
     asset_state_devices: dict[str, str] = field(default_factory=dict)
+    # asset -> {"current": shift view, "previous": shift view} (agent/shift/view.py)
+    shifts: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -86,6 +88,7 @@ class StatusBoard:
             "certificates_expiring": self._expiring_certificates(),
             "events_by_type": dict(self.events_by_type),
             "assets": {asset: self._asset_view(asset, st) for asset, st in self.assets.items()},
+            "shifts": self.shifts,
         }
 
     def _asset_view(self, asset: str, state: AssetState) -> dict[str, Any]:

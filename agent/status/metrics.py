@@ -58,11 +58,41 @@ class _BoardCollector(Collector):
         yield events
         yield from self._uplinks(now)
         yield from self._buffer()
+        yield from self._shift()
         clock = GaugeMetricFamily("floorlink_clock_synchronized",
                                   "1 if the system clock is synchronised, 0 if not.")
         if board.clock is not None and board.clock.synchronized is not None:
             clock.add_metric([], 1.0 if board.clock.synchronized else 0.0)
         yield clock
+
+    def _shift(self) -> Iterator[Metric]:
+        """The current shift's figures per asset, as on the page (agent/shift/)."""
+        ratios = {key: GaugeMetricFamily(f"floorlink_shift_{key}",
+                                         f"Current shift's {key} (0-1), per asset.",
+                                         labels=["asset"])
+                  for key in ("oee", "availability", "performance", "quality")}
+        seconds = GaugeMetricFamily("floorlink_shift_state_seconds",
+                                    "Seconds in each state this shift.",
+                                    labels=["asset", "state"])
+        made = GaugeMetricFamily("floorlink_shift_parts", "Parts confirmed this shift.",
+                                 labels=["asset", "kind"])
+        down = GaugeMetricFamily("floorlink_shift_downtime_minutes",
+                                 "Downtime minutes this shift, by reason.",
+                                 labels=["asset", "reason"])
+        for asset, views in sorted(self.board.shifts.items()):
+            current = views["current"]
+            for key, family in ratios.items():
+                if current.get(key) is not None:
+                    family.add_metric([asset], float(current[key]))
+            for state, value in current["seconds"].items():
+                seconds.add_metric([asset, state], float(value))
+            seconds.add_metric([asset, "micro_stop"], float(current["micro_stop_s"]))
+            made.add_metric([asset, "good"], float(current["good"]))
+            made.add_metric([asset, "scrap"], float(current["scrap"]))
+            for reason, entry in current["downtime_by_reason"].items():
+                down.add_metric([asset, reason], float(entry["minutes"]))
+        yield from ratios.values()
+        yield from (seconds, made, down)
 
     def _devices(self) -> Iterator[Metric]:
         labels = ["device", "protocol"]

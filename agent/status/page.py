@@ -12,6 +12,9 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from .shiftcard import STYLE as SHIFT_STYLE
+from .shiftcard import shift_section
+
 REFRESH_SECONDS = 5
 
 _STYLE = """
@@ -63,12 +66,13 @@ def render(snapshot: dict[str, Any], now: float | None = None) -> str:
         '<meta name=viewport content="width=device-width,initial-scale=1">',
         f"<meta http-equiv=refresh content={REFRESH_SECONDS}>",
         f"<title>floorlink {escape(agent['site'])}/{escape(agent['id'])}: {headline}</title>",
-        f"<style>{_STYLE}</style></head><body>",
+        f"<style>{_STYLE}{SHIFT_STYLE}</style></head><body>",
         f'<header class="{tone}"><h1>{escape(headline)}</h1>',
         f"<p>floorlink {escape(agent['version'])} · site {escape(agent['site'])} · agent "
         f"{escape(agent['id'])} · up {_duration(agent['uptime_s'])}</p></header><main>",
         _alarms(alarms),
         _assets(snapshot["assets"], now),
+        shift_section(snapshot.get("shifts") or {}),
         _devices(snapshot["devices"]),
         _uplinks(snapshot["uplinks"], now),
         _buffer(snapshot["buffer"]),

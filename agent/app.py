@@ -188,8 +188,12 @@ class Agent:
             self.board.devices.append(health)
         self._device_tasks[device.id] = self._group.create_task(
             run_device(self._make_driver(device), self._sample_queue.put, health,
-                       device.max_backoff),
+                       device.max_backoff, on_lost=self._device_lost),
             name=f"device {device.id}")
+
+    def _device_lost(self, device: str, last_sample_at: float) -> None:
+        if self.pipeline is not None:
+            self.pipeline.device_lost(device, last_sample_at)
 
     def _start_forwarder(self, uplink_id: str) -> None:
         assert self._group is not None

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from buffer import Outbox
+from buffer.history import HistoryMark
 
 from .derive import (
     AssetSpec,
@@ -25,6 +26,7 @@ from .derive import (
     DeriveContext,
     DeviceSpec,
     DeviceState,
+    apply_device_loss,
     apply_device_samples,
     apply_device_tick,
     apply_samples,
@@ -79,6 +81,7 @@ class Pipeline:
         self.events_committed = 0
         self.last_error: str | None = None
         self.events_by_type: dict[str, int] = {}
+        self._lost: dict[str, float] = {}  # device -> its last sample, until derived
         # When the loop last went round (monotonic): the systemd watchdog is fed only
         # while this stays fresh, so a wedged derivation gets the service restarted.
         self.heartbeat = time.monotonic()
@@ -127,11 +130,22 @@ class Pipeline:
                 return await self.step(batches[:half]) + await self.step(batches[half:])
         return await self._commit(derived)
 
+    def device_lost(self, device: str, last_sample_at: float) -> None:
+        """A device stopped delivering (drivers/runner.py says so): applied with the next
+        derivation, in the single writer, so the shift history records no data."""
+        self._lost[device] = last_sample_at
+
     def _derive(self, batches: list[list[Sample]]) -> _Derived:
         now = self.clock()
         states = dict(self.states)
         device_states = dict(self.device_states)
         events: list[Event] = []
+        lost, self._lost = self._lost, {}
+        for spec in self.specs:
+            state_ref = spec.counter_tag("state")
+            device = state_ref.split(".", 1)[0] if state_ref else None
+            if device in lost:
+                states[spec.id] = apply_device_loss(spec, states[spec.id], lost[device])
         for batch in batches:
             per_asset: dict[str, list[Sample]] = {}
             per_device: dict[str, list[Sample]] = {}
@@ -199,10 +213,11 @@ class Pipeline:
             adopt()
             return events
         alarms = self._held_back_alarms(states, events)
+        marks = self._history_marks(states)
         attempt, shed = 0, 0
         while True:
             try:
-                await self._commit_once(events, changed, adopt, shed, alarms)
+                await self._commit_once(events, changed, adopt, shed, alarms, marks)
                 if self.last_error:
                     log.info("buffer writable again; committed %d waiting events", len(events))
                     self.last_error = None
@@ -229,6 +244,20 @@ class Pipeline:
             await asyncio.sleep(backoff_delay(attempt, cap=10.0))
             self.heartbeat = time.monotonic()  # waiting for the disk is not a hang
             attempt += 1
+
+    def _history_marks(self, states: dict[str, AssetState]) -> list[HistoryMark]:
+        """No data, and data again, for the shift history: in the commit that records it."""
+        marks = []
+        for asset, state in states.items():
+            before = self.states.get(asset)
+            if before is None or state is before:
+                continue
+            if state.no_data_since is not None and before.no_data_since is None:
+                marks.append(HistoryMark(asset, state.no_data_since, "no_data"))
+            if state.data_resumed_at is not None and (
+                    state.data_resumed_at != before.data_resumed_at):
+                marks.append(HistoryMark(asset, state.data_resumed_at, state.machine_state))
+        return marks
 
     def _held_back_alarms(self, states: dict[str, AssetState],
                           events: list[Event]) -> list[tuple[str, str, str]]:
@@ -262,7 +291,8 @@ class Pipeline:
 
     async def _commit_once(self, events: list[Event], states: dict[str, str],
                            adopt: Callable[[], None], shed: int = 0,
-                           alarms: list[tuple[str, str, str]] | None = None) -> None:
+                           alarms: list[tuple[str, str, str]] | None = None,
+                           marks: list[HistoryMark] | None = None) -> None:
         """One commit that a cancellation cannot abandon half-way.
 
         If the agent stops while a commit is on the connection's thread, the commit may
@@ -270,7 +300,8 @@ class Pipeline:
         confirmation would confirm the same parts a second time. So a cancellation
         waits for the outcome, adopts a landed commit, and only then propagates.
         """
-        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed, alarms or ()))
+        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed, alarms or (),
+                                                           marks or ()))
         try:
             await asyncio.shield(attempt)
         except asyncio.CancelledError:

@@ -44,6 +44,16 @@ class Segment:
 
 
 @dataclass(frozen=True)
+class HistoryMark:
+    """Not an event: the state's device went silent (`state` "no_data") at `at`, or data
+    came back at `at` with the asset in `state` (None: not known yet)."""
+
+    asset: str
+    at: float
+    state: str | None
+
+
+@dataclass(frozen=True)
 class Parts:
     asset: str
     start: float
@@ -87,6 +97,17 @@ async def append(db: aiosqlite.Connection, events: Sequence[CommittableEvent]) -
                 "VALUES (?, 'parts', ?, ?, ?, ?, ?)",
                 (event.subject, start, end, data.get("work_order"), int(data.get("good", 0)),
                  int(data.get("scrap", 0))))
+
+
+async def append_marks(db: aiosqlite.Connection, marks: Sequence[HistoryMark]) -> None:
+    """Inside the commit's transaction: close the open segment at each mark and open the
+    one it starts (no data; or, when data is back, the state the asset is in)."""
+    for mark in marks:
+        await db.execute("UPDATE history SET end = max(start, ?) WHERE asset = ? AND "
+                         "kind = 'state' AND end IS NULL", (mark.at, mark.asset))
+        if mark.state is not None:
+            await db.execute("INSERT INTO history (asset, kind, start, state) "
+                             "VALUES (?, 'state', ?, ?)", (mark.asset, mark.at, mark.state))
 
 
 async def segments(outbox: Outbox, asset: str, since: float, until: float) -> list[Segment]:

@@ -215,12 +215,14 @@ class Outbox:
 
     async def commit(self, events: Sequence[CommittableEvent], states: dict[str, str],
                      shed_telemetry: int = 0,
-                     alarms: Sequence[tuple[str, str, str]] = ()) -> None:
+                     alarms: Sequence[tuple[str, str, str]] = (),
+                     marks: Sequence[history.HistoryMark] = ()) -> None:
         """Store events and the derivation state that produced them, atomically.
 
         `shed_telemetry` counts telemetry derived but left out for want of space: it is
         counted as dropped, and alarmed, in the same transaction. `alarms` (key, severity,
-        message) are raised in it too: they stay until acknowledged."""
+        message) are raised in it too: they stay until acknowledged. `marks` are the
+        shift history's no-data edges (history.py)."""
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
@@ -239,6 +241,7 @@ class Outbox:
             for key, severity, message in alarms:
                 await db.execute(RAISE_ALARM, (key, severity, message, now))
             await history.append(db, events)
+            await history.append_marks(db, marks)
         if event_rows:
             self._notify()
 

@@ -40,7 +40,11 @@ class DeviceHealth:
 
 
 async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable[None]],
-                     health: DeviceHealth, max_backoff: float = 10.0) -> None:
+                     health: DeviceHealth, max_backoff: float = 10.0,
+                     on_lost: Callable[[str, float], None] | None = None) -> None:
+    """Read `driver` for ever, reconnecting with backoff. `on_lost(device, last sample
+    time)` is told when the device stops delivering: derivation marks its assets' state
+    as not known from then (the shift history's no-data time)."""
     attempt = 0
     health.details = getattr(driver, "details", health.details)
     health.tag_errors = getattr(driver, "tag_errors", health.tag_errors)
@@ -62,7 +66,10 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
         except DriverError as exc:
             if health.state != "down":
                 log.warning("device %s down: %s", driver.device_id, exc)
+                last = health.last_sample_at or health.since
                 health.state, health.since = "down", time.time()
+                if on_lost is not None:
+                    on_lost(driver.device_id, last)
             health.last_error, health.last_error_at = str(exc), time.time()
         finally:
             await driver.close()

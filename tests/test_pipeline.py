@@ -174,3 +174,29 @@ async def test_a_counter_reading_no_machine_makes_raises_an_alarm_that_stays(
     assert [h["value"] for h in confirmed.data["held_back"]] == [1e300]
     assert [a.key for a in await pipeline.outbox.alarms()] == ["counter.held_back.press-1"]
     await pipeline.outbox.close()
+
+
+async def test_a_device_that_goes_silent_is_no_data_in_the_history_not_its_last_state(
+        tmp_path: Path) -> None:
+    """Device loss reaches derivation: no machine.state_changed (a PLC that cannot be read
+    has no state), and the shift history holds the silence as no data, also across a
+    restart, until the first reading after it."""
+    from buffer.history import segments
+
+    clock = [1000.0]
+    first = await make_pipeline(tmp_path / "b.db", clock)
+    await first.step([[Sample("plc", "state", 1, "good", 1000.0)]])
+    clock[0] = 1060.0
+    first.device_lost("plc", 1030.0)  # its last reading came at 1030
+    assert await first.step([]) == []  # no event for it
+    assert first.states["press-1"].no_data_since == 1030.0
+    await first.outbox.close()
+    second = await make_pipeline(tmp_path / "b.db", clock)  # restarted while it is silent
+    assert second.states["press-1"].no_data_since == 1030.0
+    clock[0] = 1200.0
+    back = await second.step([[Sample("plc", "state", 1, "good", 1190.0, True)]])
+    assert back == []  # running before, running after: no state change to report
+    history = await segments(second.outbox, "press-1", 0.0, 2000.0)
+    await second.outbox.close()
+    assert [(s.state, s.start, s.end) for s in history] == [
+        ("running", 1000.0, 1030.0), ("no_data", 1030.0, 1190.0), ("running", 1190.0, None)]

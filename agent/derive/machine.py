@@ -82,8 +82,24 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
         _HANDLERS[role](spec, new, sample, now, out)
     if relevant:
         new.last_seen_at = max(new.last_seen_at or 0.0, *(s.source_time for _, s in relevant))
+        if new.no_data_since is not None and any(role == "state" for role, _ in relevant):
+            # Data again: the state is known from this first reading on.
+            new.data_resumed_at = min(s.source_time for role, s in relevant if role == "state")
+            new.no_data_since = None
     _check_timers(spec, new, now, out)
     return new, out.events
+
+
+def apply_device_loss(spec: AssetSpec, state: AssetState, last_sample_at: float
+                      ) -> AssetState:
+    """The device holding this asset's state tag stopped delivering; its last reading was
+    at `last_sample_at`. No event: the contract's states are the PLC's, and a PLC that
+    cannot be read has none. The shift history records the time as no data."""
+    if state.no_data_since is not None:
+        return state
+    new = state.copy()
+    new.no_data_since, new.data_resumed_at = last_sample_at, None
+    return new
 
 
 def apply_tick(spec: AssetSpec, state: AssetState, now: float,

@@ -66,6 +66,10 @@ class AssetState:
     machine_state: str | None = None
     state_code: int | None = None
     state_since: float | None = None
+    # The state tag's device stopped delivering at this time (its last sample): the
+    # state is not known since. Not a machine state: no event, only the shift history.
+    no_data_since: float | None = None
+    data_resumed_at: float | None = None  # the first sample after no data (history's cue)
     # A new state waiting out the minimum dwell time.
     candidate_state: str | None = None
     candidate_code: int | None = None

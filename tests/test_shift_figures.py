@@ -122,9 +122,8 @@ def test_shifts_follow_the_zone_and_a_day_without_shifts() -> None:
     assert spring.end - spring.start == 7 * 3600
 
 
-async def test_the_page_draws_the_shift_for_a_technician(tmp_path: Path) -> None:
-    """The scripted hour on the page: timeline segments with their reasons, the OEE line,
-    the Pareto and the bars, as SVG and HTML without a script."""
+async def scripted_board(tmp_path: Path) -> StatusBoard:
+    """A board whose shift views come from the scripted hour, through a real buffer."""
     box = await Outbox.open(tmp_path / "b.db", ["erp"])
     try:
         for events in scripted_events():
@@ -135,6 +134,13 @@ async def test_the_page_draws_the_shift_for_a_technician(tmp_path: Path) -> None
         await box.close()
     board = StatusBoard(site="plant", agent="edge-1", alive=True)
     board.shifts = views
+    return board
+
+
+async def test_the_page_draws_the_shift_for_a_technician(tmp_path: Path) -> None:
+    """The scripted hour on the page: timeline segments with their reasons, the OEE line,
+    the Pareto and the bars, as SVG and HTML without a script."""
+    board = await scripted_board(tmp_path)
     view = board.snapshot()
     current = view["shifts"]["press-1"]["current"]
     assert current["oee"] == pytest.approx(0.54, abs=0.001)
@@ -144,7 +150,7 @@ async def test_the_page_draws_the_shift_for_a_technician(tmp_path: Path) -> None
     assert "OEE <b>54%</b> = availability 80% &times; performance 75% &times; quality 90%" \
         in page
     assert "down: Hydraulic pressure loss" in page
-    assert "<td>Hydraulic pressure loss</td><td>10 min</td>" in page
+    assert "<td>Hydraulic pressure loss</td><td>10 min</td>" in page  # 600 s
     assert page.count("<title>") >= 7  # a hover text per segment and per bar
     assert "<script" not in page
 
@@ -166,16 +172,7 @@ assets:
 
 
 async def test_the_shift_figures_are_prometheus_gauges(tmp_path: Path) -> None:
-    box = await Outbox.open(tmp_path / "b.db", ["erp"])
-    try:
-        for events in scripted_events():
-            await box.commit(events, {})
-        asset = load_config_text(ASSET_CONFIG, "c.yaml", tmp_path).assets[0]
-        views = await shift_views(box, [asset], T0 + 3600)
-    finally:
-        await box.close()
-    board = StatusBoard(site="plant", agent="edge-1", alive=True)
-    board.shifts = views
+    board = await scripted_board(tmp_path)
     text = generate_latest(AgentMetrics(board).registry).decode()
     samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
                for family in text_string_to_metric_families(text) for s in family.samples}

@@ -186,7 +186,8 @@ def _buffer(buffer: dict[str, Any] | None) -> str:
 
 
 _LIMIT_LABELS = {"size_bytes": "telemetry trimmed above", "hard_bytes": "hard limit",
-                 "telemetry_age_s": "telemetry kept for"}
+                 "telemetry_age_s": "telemetry kept for",
+                 "reserve_bytes": "disk space held in reserve"}
 
 
 def _limit(name: str, value: float) -> str:
@@ -271,14 +272,14 @@ def _ago(age: float | None) -> str:
 
 
 def _duration(seconds: float) -> str:
-    seconds = max(0.0, float(seconds))
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    if seconds < 3600:
-        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
-    if seconds < 86400:
-        return f"{seconds // 3600:.0f} h {seconds % 3600 // 60:.0f} min"
-    return f"{seconds // 86400:.0f} d {seconds % 86400 // 3600:.0f} h"
+    whole = int(max(0.0, float(seconds)) + 0.5)  # rounded once: never "3 min 60 s"
+    if whole < 60:
+        return f"{whole} s"
+    if whole < 3600:
+        return f"{whole // 60} min {whole % 60} s"
+    if whole < 86400:
+        return f"{whole // 3600} h {whole % 3600 // 60} min"
+    return f"{whole // 86400} d {whole % 86400 // 3600} h"
 
 
 def _bytes(value: float) -> str:

@@ -158,7 +158,7 @@ def _pareto(view: dict[str, Any]) -> str:
         return "<h4>Downtime by reason</h4><p class=mute>no downtime this shift</p>"
     top = max(r["minutes"] for r in reasons.values()) or 1
     rows = "".join(
-        f"<tr><td>{escape(reason)}</td><td>{r['minutes']:.0f} min</td>"
+        f"<tr><td>{escape(reason)}</td><td>{_minutes(r['minutes'] * 60)}</td>"
         f"<td>{int(r['count'])}&times;</td><td style='width:35%'><div class=bar "
         f"style='width:{r['minutes'] / top * 100:.0f}%'></div></td></tr>"
         for reason, r in reasons.items())

@@ -200,3 +200,21 @@ async def test_a_device_that_goes_silent_is_no_data_in_the_history_not_its_last_
     await second.outbox.close()
     assert [(s.state, s.start, s.end) for s in history] == [
         ("running", 1000.0, 1030.0), ("no_data", 1030.0, 1190.0), ("running", 1190.0, None)]
+
+
+async def test_a_state_value_the_plc_marks_bad_is_no_data_until_a_good_one(
+        tmp_path: Path) -> None:
+    from buffer.history import segments
+
+    clock = [1000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    await pipeline.step([[Sample("plc", "state", 1, "good", 1000.0)]])
+    clock[0] = 1100.0
+    assert await pipeline.step([[Sample("plc", "state", None, "bad", 1100.0)]]) == []
+    assert pipeline.states["press-1"].no_data_since == 1100.0
+    clock[0] = 1150.0
+    await pipeline.step([[Sample("plc", "state", 1, "good", 1150.0)]])
+    history = await segments(pipeline.outbox, "press-1", 0.0, 2000.0)
+    await pipeline.outbox.close()
+    assert [(s.state, s.start, s.end) for s in history] == [
+        ("running", 1000.0, 1100.0), ("no_data", 1100.0, 1150.0), ("running", 1150.0, None)]

@@ -64,6 +64,11 @@ def apply_samples(spec: AssetSpec, state: AssetState, samples: list[Sample], now
             telemetry.on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
         if ref in spec.roles and sample.quality == "good":  # bad quality never moves state
             relevant.append((spec.roles[ref], sample))
+        elif spec.roles.get(ref) == "state" and sample.quality == "bad" and (
+                new.no_data_since is None):
+            # The PLC says its own state value is not valid: the state is not known from
+            # here, as when the device goes silent (no event; the history's no data).
+            new.no_data_since, new.data_resumed_at = sample.source_time, None
     # In source-time order: one OPC UA publish often carries two PLC scans, and a part
     # counted in the later scan belongs to the work order set in the earlier one. Ties
     # (a Modbus read stamps every tag alike) keep the role order.

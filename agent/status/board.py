@@ -100,6 +100,9 @@ class StatusBoard:
     def _no_data_since(self, asset: str) -> float | None:
         """When the asset's state stopped being known, or None while its device delivers.
         A state left over from before is not the machine's state now."""
+        state = self.assets.get(asset)
+        if state is not None and state.no_data_since is not None:
+            return state.no_data_since  # derivation knows: silent device, or a Bad value
         device_id = self.asset_state_devices.get(asset)
         health = next((d for d in self.devices if d.device == device_id), None)
         if health is None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from buffer import Outbox, enforce, free_space
+from buffer.history import record_restart
 from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .control.server import AgentLock, ControlServer
@@ -103,6 +104,7 @@ class Agent:
             config.buffer.path, [u.id for u in config.uplinks], config.buffer.synchronous,
             limits.to_limits())
         _report_opening(outbox)
+        await record_restart(outbox, time.time())  # the shift figures' gaps
         self.board.buffer_open = True
         self.board.other_certificates = _device_certificates(config)
         status: StatusServer | None = None

@@ -130,6 +130,39 @@ DATA: dict[str, dict[str, Any]] = {
                        "hold_id": {"type": "string", "description":
                                    "Id of the hold_raised event."}},
     },
+    "shift.completed": {
+        "required": ["shift", "oee", "availability", "performance", "quality", "run_s",
+                     "down_s", "idle_s", "setup_s", "planned_stop_s", "unknown_s", "no_data_s",
+                     "micro_stop_s", "good", "scrap", "downtime_by_reason", "estimated",
+                     "gaps"],
+        "description": "A shift's figures, once per asset when the shift is over. No ERP "
+        "record: the Odoo uplink never writes it. Rules in docs/events.md.",
+        "properties": {
+            "shift": {"type": "object", "required": ["start", "end", "label"],
+                      "properties": {"start": TIME, "end": TIME, "label": {"type": "string"}}},
+            **{key: {"type": ["number", "null"], "minimum": 0, "maximum": 1,
+                     "description": "0-1; null when it cannot be told (no planned time, "
+                     "no parts, or, for performance and OEE, no oee.ideal_cycle)."}
+               for key in ("oee", "availability", "performance", "quality")},
+            **{key: {"type": "number", "minimum": 0} for key in (
+                "run_s", "down_s", "idle_s", "setup_s", "planned_stop_s", "unknown_s",
+                "no_data_s", "micro_stop_s")},
+            "good": {"type": "integer", "minimum": 0},
+            "scrap": {"type": "integer", "minimum": 0},
+            "downtime_by_reason": {
+                "type": "array",
+                "items": {"type": "object", "required": ["reason", "minutes", "count"],
+                          "properties": {"reason": {"type": "string"},
+                                         "minutes": {"type": "number", "minimum": 0},
+                                         "count": {"type": "integer", "minimum": 1}}}},
+            "estimated": {"type": "boolean", "description":
+                          "True when the agent was not running for part of the shift: the "
+                          "state it last knew is assumed to have gone on (see gaps)."},
+            "gaps": {"type": "array", "items": {
+                "type": "object", "required": ["from", "to"],
+                "properties": {"from": TIME, "to": TIME}}},
+        },
+    },
     "maintenance.requested": {
         "required": ["fault_code", "reason", "occurrences", "first_seen", "work_order"],
         "properties": {

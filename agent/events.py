@@ -42,6 +42,7 @@ EVENT_LANES: dict[str, Lane] = {
     "quality.hold_released": Lane.HOLD,
     "maintenance.requested": Lane.BUSINESS,
     "counters.snapshot": Lane.BUSINESS,
+    "shift.completed": Lane.BUSINESS,
     "telemetry": Lane.TELEMETRY,
 }
 

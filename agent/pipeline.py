@@ -37,6 +37,9 @@ from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
 from .shared import Sample, backoff_delay
+from .shift.ends import shift_ends
+
+SHIFT_CHECK_INTERVAL = 5.0  # seconds between looks for a shift that has ended
 
 log = logging.getLogger("floorlink.pipeline")
 
@@ -92,10 +95,23 @@ class Pipeline:
         self._device_routes = {spec.id: spec for spec in self.device_specs}
 
     async def run(self) -> None:
+        next_shift_check = 0.0
         while True:
             self.heartbeat = time.monotonic()
             batches = await self._gather()
             await self.step(batches)
+            if time.monotonic() >= next_shift_check:
+                next_shift_check = time.monotonic() + SHIFT_CHECK_INTERVAL
+                await self.end_shifts()
+
+    async def end_shifts(self) -> list[Event]:
+        """Report every shift that has ended (shift.completed), with the note of it."""
+        changed, events = await shift_ends(self.outbox, self.specs, self.states,
+                                           self.clock(), self.ctx)
+        if not changed:
+            return []
+        states = {**self.states, **changed}
+        return await self._commit(_Derived(states, dict(self.device_states), events))
 
     async def _gather(self) -> list[list[Sample]]:
         # asyncio.timeout, never wait_for: on Python 3.11, wait_for swallows a cancellation

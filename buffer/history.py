@@ -127,6 +127,28 @@ async def parts(outbox: Outbox, asset: str, since: float, until: float) -> list[
     return [Parts(asset, float(r[0]), float(r[1]), int(r[2]), int(r[3]), r[4]) for r in rows]
 
 
+async def record_restart(outbox: Outbox, now: float, last: float | None = None,
+                         quiet: float = 5.0) -> None:
+    """At start: the time since the last commit (`last`; by default the buffer's latest
+    state write) is a `gap` row, the agent was not running, so that a shift's figures can
+    say what was assumed rather than seen."""
+    if last is None:
+        rows = await outbox.read("SELECT max(updated_at) FROM asset_state")
+        last = None if not rows or rows[0][0] is None else float(rows[0][0])
+    if last is None or now - float(last) < quiet:
+        return
+    async with outbox.transaction() as db:
+        await db.execute("INSERT INTO history (asset, kind, start, end) VALUES "
+                         "('*', 'gap', ?, ?)", (float(last), now))
+
+
+async def gaps(outbox: Outbox, since: float, until: float) -> list[tuple[float, float]]:
+    """Times the agent was not running, overlapping [since, until], clipped to it."""
+    rows = await outbox.read("SELECT start, end FROM history WHERE kind = 'gap' AND "
+                             "start < ? AND end > ? ORDER BY start", (until, since))
+    return [(max(float(a), since), min(float(b), until)) for a, b in rows]
+
+
 def _epoch(value: Any) -> float | None:
     if not isinstance(value, str):
         return None

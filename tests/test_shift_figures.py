@@ -21,15 +21,28 @@ history read back and turned into figures:
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import time
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from conftest import REPO
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.derive import AssetSpec, AssetState, DeriveContext, apply_samples, apply_tick
+from agent.derive import (
+    AssetSpec,
+    AssetState,
+    DeriveContext,
+    apply_samples,
+    apply_tick,
+    compile_assets,
+)
+from agent.pipeline import Pipeline
 from agent.settings import load_config_text
 from agent.shared import Sample
 from agent.shift.figures import compute
@@ -39,7 +52,7 @@ from agent.status.board import StatusBoard
 from agent.status.metrics import AgentMetrics
 from agent.status.page import render
 from buffer import Outbox
-from buffer.history import parts, segments
+from buffer.history import gaps, parts, record_restart, segments
 
 T0 = 1_764_000_000.0  # a shift start
 SPEC = AssetSpec(
@@ -182,3 +195,99 @@ async def test_the_shift_figures_are_prometheus_gauges(tmp_path: Path) -> None:
                     (("asset", "press-1"), ("reason", "Hydraulic pressure loss")))] == \
         pytest.approx(10, abs=0.02)
     assert samples[("floorlink_shift_parts", (("asset", "press-1"), ("kind", "good")))] == 540
+
+
+async def scripted_pipeline(path: Path, clock: list[float],
+                            stopped_at: float | None = None) -> Pipeline:
+    """The pipeline as the agent starts it; `stopped_at` is when the agent last committed
+    (the buffer's own record is wall-clock time, and these tests run on a scripted one)."""
+    config = load_config_text(ASSET_CONFIG, "c.yaml", path.parent)
+    outbox = await Outbox.open(path, [])
+    if stopped_at is not None:
+        await record_restart(outbox, clock[0], last=stopped_at)
+    return Pipeline(compile_assets(config), await outbox.load_states(), outbox,
+                    DeriveContext(site="s", agent="a", epoch=outbox.epoch), asyncio.Queue(),
+                    clock=lambda: clock[0])
+
+
+async def feed_script(pipeline: Pipeline, clock: list[float], until: float = 3601) -> None:
+    for start, end, code, fault in SCRIPT:
+        for t in [*range(start, end, 1 if end - start < 10 else 10), end - 1]:
+            if t >= until:
+                return
+            clock[0] = T0 + t
+            good, scrap = int(540 * ran(t) // RUNNING), int(60 * ran(t) // RUNNING)
+            await pipeline.step([[Sample("plc", tag, value, "good", T0 + t, False)
+                                  for tag, value in (("state", code), ("fault", fault),
+                                                     ("good", good), ("scrap", scrap))]])
+
+
+def check_contract(event: Any) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(event.to_json())
+    jsonschema.validate(document, json.loads(
+        (REPO / "docs" / "schemas" / f"{document['type']}.json").read_text()))
+    return dict(document["data"])
+
+
+async def test_shift_completed_reports_the_shift_once_with_the_oee_worked_out_by_hand(
+        tmp_path: Path) -> None:
+    """The 14:00-22:00 shift holds the scripted hour at 16:00-17:00; before it the agent
+    saw nothing (no data), after it the press stays in its planned stop. So the shift has
+    the hour's availability, performance and quality: OEE 0.54 again."""
+    clock = [T0]
+    pipeline = await scripted_pipeline(tmp_path / "b.db", clock)
+    assert await pipeline.end_shifts() == []  # the first start: reports from this shift on
+    await feed_script(pipeline, clock)
+    clock[0] = T0 + 6 * 3600 - 1  # 21:59:59: not over yet
+    assert await pipeline.end_shifts() == []
+    clock[0] = T0 + 6 * 3600 + 1  # 22:00:01
+    [event] = await pipeline.end_shifts()
+    assert await pipeline.end_shifts() == []  # once
+    await pipeline.outbox.close()
+    data = check_contract(event)
+    assert event.type == "shift.completed"
+    assert data["shift"]["label"] == "2025-11-24 14:00"
+    assert data["no_data_s"] == pytest.approx(7200, abs=1)
+    assert data["planned_stop_s"] == pytest.approx(600 + 5 * 3600, abs=2)
+    assert data["run_s"] == pytest.approx(2400, abs=1)
+    assert (data["good"], data["scrap"]) == (540, 60)
+    assert data["availability"] == pytest.approx(0.80, abs=0.001)
+    assert data["oee"] == pytest.approx(0.54, abs=0.001)
+    assert data["downtime_by_reason"] == [
+        {"reason": "Hydraulic pressure loss", "minutes": pytest.approx(10, abs=0.02),
+         "count": 1}]
+    assert data["estimated"] is False
+
+
+async def test_a_restart_inside_the_shift_makes_it_estimated_with_the_gap(
+        tmp_path: Path) -> None:
+    clock = [T0]
+    first = await scripted_pipeline(tmp_path / "b.db", clock)
+    await first.end_shifts()
+    await feed_script(first, clock, until=1800)  # stopped at 16:30
+    await first.outbox.close()
+    clock[0] = T0 + 2400  # back at 16:40
+    second = await scripted_pipeline(tmp_path / "b.db", clock, stopped_at=T0 + 1799)
+    clock[0] = T0 + 6 * 3600 + 1
+    [event] = await second.end_shifts()
+    await second.outbox.close()
+    data = check_contract(event)
+    assert data["estimated"] is True
+    assert data["gaps"] == [{"from": "2025-11-24T16:29:59.000Z",
+                             "to": "2025-11-24T16:40:00.000Z"}]
+
+
+async def test_a_restart_records_the_time_the_agent_was_away(tmp_path: Path) -> None:
+    """By the buffer's own record of its last state write (wall-clock time)."""
+    box = await Outbox.open(tmp_path / "b.db", [])
+    try:
+        await box.commit([], {"press-1": "{}"})
+        written = time.time()
+        await record_restart(box, written + 2)  # a quick restart is no gap
+        assert await gaps(box, 0, written + 1e6) == []
+        await record_restart(box, written + 600)
+        [(start, end)] = await gaps(box, 0, written + 1e6)
+        assert start == pytest.approx(written, abs=2)
+        assert end == written + 600
+    finally:
+        await box.close()

@@ -53,6 +53,8 @@ class AssetSpec:
     parts_per_cycle: int = 1
     shifts: tuple[tuple[int, int], ...] = ()
     timezone: str = "UTC"
+    ideal_cycle: float | None = None  # OEE: seconds per cycle at best (agent/shift/)
+    ideal_by_work_order: dict[str, float] = field(default_factory=dict)
     reason_texts: dict[int, str] = field(default_factory=dict)
     default_reason: str = "unclassified"
     hold_reason_texts: dict[int, str] = field(default_factory=dict)
@@ -160,6 +162,8 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
         parts_per_cycle=asset.production.parts_per_cycle,
         shifts=tuple((int(t[:2]), int(t[3:])) for t in sorted(asset.production.shifts)),
         timezone=asset.production.timezone,
+        ideal_cycle=asset.oee.ideal_cycle,
+        ideal_by_work_order=dict(asset.oee.by_work_order),
         reason_texts=dict(asset.reason.texts),
         default_reason=asset.reason.default,
         hold_reason_texts=dict(asset.quality_hold.reason_texts) if asset.quality_hold else {},

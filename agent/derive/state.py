@@ -70,6 +70,10 @@ class AssetState:
     # state is not known since. Not a machine state: no event, only the shift history.
     no_data_since: float | None = None
     data_resumed_at: float | None = None  # the first sample after no data (history's cue)
+    # The end of the last shift reported by shift.completed (or, on a first start, the
+    # start of the shift the agent came up in: a shift it did not see from its start is
+    # not reported).
+    shift_reported_until: float | None = None
     # A new state waiting out the minimum dwell time.
     candidate_state: str | None = None
     candidate_code: int | None = None

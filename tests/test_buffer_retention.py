@@ -246,3 +246,41 @@ async def test_a_full_disk_refuses_the_write_whole_and_it_succeeds_once_space_is
         await box.close()
     with sqlite3.connect(tmp_path / "b.db") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def history_rows(box: Outbox) -> list[tuple[float, str]]:
+    return [(float(r[0]), str(r[1])) for r in await box.read(
+        "SELECT start, asset FROM history ORDER BY start")]
+
+
+async def add_history(box: Outbox, asset: str, start: float, end: float | None,
+                      count: int = 1, pad: str = "") -> None:
+    async with box.transaction() as db:
+        await db.executemany(
+            "INSERT INTO history (asset, kind, start, end, state, reason) VALUES "
+            "(?, 'state', ?, ?, 'down', ?)",
+            [(asset, start + n, None if end is None else end + n, pad) for n in range(count)])
+
+
+async def test_the_shift_history_is_trimmed_past_its_age_and_first_under_pressure(
+        tmp_path: Path) -> None:
+    """Past 8 days it goes; under the hard limit it goes (down to the last two days) after
+    raw telemetry and before any business event: only the pictures lose detail."""
+    now = time.time()
+    box = await Outbox.open(tmp_path / "b.db", ["u1"])
+    try:
+        await add_history(box, "old", now - 9 * 86400, now - 9 * 86400 + 60)
+        await add_history(box, "open", now - 9 * 86400, None)  # an open segment stays
+        await add_history(box, "recent", now - 3600, now - 60)
+        await enforce(box, ["u1"], now=now)
+        assert [asset for _, asset in await history_rows(box)] == ["open", "recent"]
+        await add_history(box, "bulky", now - 3 * 86400, now - 3 * 86400 + 60, count=300,
+                          pad="x" * 5000)
+        await fill(box, Lane.BUSINESS, 40)
+        box.limits = Limits(hard_bytes=1_000_000)
+        result = await enforce(box, [], now=now)
+        assert "business" not in result.dropped.get("u1", {})
+        assert len(await ids(box, Lane.BUSINESS)) == 40
+        assert [asset for _, asset in await history_rows(box)] == ["open", "recent"]
+    finally:
+        await box.close()

@@ -586,6 +586,10 @@ def test_config_refuses_unmapped_events_and_unknown_assets(tmp_path: Path) -> No
     with pytest.raises(ConfigError) as bad_events:
         load_config_text(base + "    events: [telemetry]\n", "c.yaml", tmp_path)
     assert "has no Odoo record" in str(bad_events.value)
+    # The shift's figures are for people and dashboards: the Odoo uplink never writes them.
+    with pytest.raises(ConfigError) as shift_events:
+        load_config_text(base + "    events: [shift.completed]\n", "c.yaml", tmp_path)
+    assert "shift.completed, which has no Odoo record" in str(shift_events.value)
     with pytest.raises(ConfigError) as unknown:
         load_config_text(base + "    assets: {press-7: {workcenter: X}}\n", "c.yaml", tmp_path)
     assert "no asset has this id" in str(unknown.value)

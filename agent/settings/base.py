@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from ..events import EVENT_LANES
 from .durations import Duration
 
 Identifier = Annotated[
@@ -35,10 +36,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-EVENT_TYPES = ("machine.state_changed", "downtime.started", "downtime.ended",
-               "downtime.micro_stop", "production.confirmed", "quality.hold_raised",
-               "quality.hold_released", "maintenance.requested", "counters.snapshot",
-               "telemetry")
+# Every type derivation makes, from the one table that gives each its lane.
+EVENT_TYPES = tuple(EVENT_LANES)
 
 
 class TlsSettings(Strict):

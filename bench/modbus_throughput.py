@@ -61,7 +61,7 @@ async def _floorlink(ports: list[int], seconds: float) -> float:
 
     devices = [ModbusTcpDevice.model_validate({
         "id": f"d{i}", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
-        "poll_interval": 0.0001, "tags": _tags()}) for i, port in enumerate(ports)]
+        "poll_interval": 0.001, "tags": _tags()}) for i, port in enumerate(ports)]
     widths = {t.name: t.width for t in devices[0].tags}
     tasks = [asyncio.create_task(run_device(factory(d), count, DeviceHealth(d.id, "modbus_tcp")))
              for d in devices]

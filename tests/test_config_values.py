@@ -50,8 +50,8 @@ def test_the_base_configuration_loads(tmp_path: Path) -> None:
     ({"type": "bool", "bit": ", bit: 16"}, "less than or equal to 15"),
     ({"bit": ", bit: 3"}, "'bit' picks one bit of a register for type 'bool', not for 'uint16'"),
     ({"poll": "0.000000001"}, "poll_interval = 1e-09\n    input should be greater than or "
-                              "equal to 0.01"),
-    ({"poll": "1ms"}, "greater than or equal to 0.01"),
+                              "equal to 0.001"),
+    ({"poll": "0.0005"}, "greater than or equal to 0.001"),
     ({"timeout": ".inf"}, "timeout = inf\n    a duration is at most a year"),
     ({"timeout": ".nan"}, "a duration is at most a year"),
     ({"timeout": "400d"}, "a duration is at most a year"),

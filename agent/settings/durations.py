@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
 
-MIN_INTERVAL = 0.01  # polls, publishes and timeouts: faster than 10 ms is a typo, not a plan
+MIN_INTERVAL = 0.001  # polls, publishes and timeouts: under 1 ms is a typo, not a plan
 MAX_DURATION = 366 * 86400.0  # a year: anything longer is a typo too
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}

@@ -117,9 +117,9 @@ class Agent:
                 commit_interval=config.buffer.commit_interval, on_event=self.on_event,
                 device_specs=compile_devices(config))
             self.board.assets = pipeline.states
+            # Assets and their tags change only with a restart (see reload.py): once.
             self.board.asset_state_devices = {
-                asset.id: asset.state.tag.split(".", 1)[0] for asset in config.assets
-                if asset.state is not None}
+                asset.id: asset.state.tag.split(".", 1)[0] for asset in config.assets}
             self.board.events_by_type = pipeline.events_by_type
             self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
             self.forwarders = [self._make_forwarder(u, s)
@@ -289,9 +289,6 @@ class Agent:
         next_stats = next_shifts = 0.0
         while True:
             self.board.assets = pipeline.states
-            self.board.asset_state_devices = {
-                asset.id: asset.state.tag.split(".", 1)[0] for asset in self.config.assets
-                if asset.state is not None}
             disk_full = outbox.pressure.is_set()
             outbox.pressure.clear()
             try:
@@ -312,8 +309,7 @@ class Agent:
                     self.board.buffer = await outbox.stats()
                     next_stats = loop.time() + 20 * (loop.time() - started)
                 if loop.time() >= next_shifts:
-                    self.board.shifts = await shift_views(outbox, list(self.config.assets),
-                                                          time.time())
+                    self.board.shifts = await shift_views(outbox, pipeline.specs, time.time())
                     next_shifts = loop.time() + SHIFT_REFRESH
                 self.board.buffer_error = pipeline.last_error
                 self.board.commits = pipeline.commits

@@ -35,6 +35,7 @@ from typing import Any
 
 from .endurance import _wait_port, start_mosquitto
 from .ports import free_port
+from .subscriber import subscribe_until
 
 REPO = Path(__file__).resolve().parents[1]
 DISK_BYTES = 96 * 1024 * 1024
@@ -74,9 +75,6 @@ class Run:
         self.broker = None
 
     def subscribe(self, stop: threading.Event) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
         def on_message(client: Any, userdata: Any, message: Any) -> None:
             with contextlib.suppress(ValueError):
                 body = json.loads(message.payload)
@@ -84,15 +82,7 @@ class Run:
                     with self.lock:
                         self.delivered.setdefault(body["id"], body)
 
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="disk-outage-subscriber",
-                             clean_session=False)
-        client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
-        client.on_message = on_message
-        client.reconnect_delay_set(0.2, 1)
-        client.connect_async("127.0.0.1", self.mqtt)
-        client.loop_start()
-        stop.wait()
-        client.loop_stop()
+        subscribe_until(self.mqtt, "disk-outage-subscriber", on_message, stop, max_delay=1)
 
     def status_json(self) -> dict[str, Any]:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.status}/status",

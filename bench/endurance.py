@@ -30,6 +30,7 @@ from typing import Any
 
 from .ports import free_port
 from .probe import rss_mb
+from .subscriber import subscribe_until
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_EVERY = 10.0
@@ -103,21 +104,10 @@ class Soak:
         self.broker = start_mosquitto(self.workdir, self.mqtt)
 
     def subscribe(self, stop: threading.Event) -> None:
-        import paho.mqtt.client as paho
-        from paho.mqtt.enums import CallbackAPIVersion
-
         def on_message(client: Any, userdata: Any, message: Any) -> None:
             self.received += 1
 
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id="soak-subscriber",
-                             clean_session=False)
-        client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
-        client.on_message = on_message
-        client.reconnect_delay_set(0.2, 2)
-        client.connect_async("127.0.0.1", self.mqtt)
-        client.loop_start()
-        stop.wait()
-        client.loop_stop()
+        subscribe_until(self.mqtt, "soak-subscriber", on_message, stop, max_delay=2)
 
     def fault(self, rng: random.Random, started: float) -> None:
         kind = rng.choice(FAULTS)

@@ -16,7 +16,6 @@ raw telemetry and before any business event.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -69,10 +68,9 @@ async def append(db: aiosqlite.Connection, events: Sequence[CommittableEvent]) -
         kind = event.type
         if kind not in HISTORY_TYPES:
             continue
-        body = json.loads(event.to_json())
-        data: dict[str, Any] = body.get("data") or {}
-        at = _epoch(body.get("time"))
-        if kind == "machine.state_changed" and at is not None:
+        # The event's own fields: nothing to decode on the commit path.
+        data, at = event.data, event.time
+        if kind == "machine.state_changed":
             await db.execute("UPDATE history SET end = ? WHERE asset = ? AND kind = 'state' "
                              "AND end IS NULL", (at, event.subject))
             await db.execute("INSERT INTO history (asset, kind, start, state) "

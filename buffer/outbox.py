@@ -57,6 +57,12 @@ class CommittableEvent(Protocol):
     @property
     def lane(self) -> int: ...
 
+    @property
+    def time(self) -> float: ...  # epoch seconds
+
+    @property
+    def data(self) -> dict[str, Any]: ...
+
     def to_json(self) -> str: ...
 
 

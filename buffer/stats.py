@@ -30,8 +30,9 @@ async def collect(outbox: Outbox) -> BufferStats:
                          file_bytes=file_bytes(outbox.path), used_bytes=used,
                          events=int(total[0][0]), limits=limits.as_dict(),
                          fill=used / limits.hard_bytes if limits.hard_bytes else None)
+    cursors_of: dict[str, dict[int, int]] = {}
     for uplink in outbox.uplinks:
-        cursors = await outbox.cursors(uplink)
+        cursors = cursors_of[uplink] = await outbox.cursors(uplink)
         per_lane: dict[int, int] = {}
         oldest: float | None = None
         for lane in LANES:
@@ -52,23 +53,26 @@ async def collect(outbox: Outbox) -> BufferStats:
     for uplink, kind, count in await outbox.read("SELECT uplink, class, count FROM drops"):
         result.drops.setdefault(str(uplink), {})[str(kind)] = int(count)
     result.alarms = await outbox.alarms()
-    result.impact = await _impact(outbox)
+    result.impact = await _impact(outbox, cursors_of)
     return result
 
 
-async def _impact(outbox: Outbox) -> dict[str, dict[str, Any]]:
+async def _impact(outbox: Outbox, cursors_of: dict[str, dict[int, int]]
+                  ) -> dict[str, dict[str, Any]]:
     cached = outbox.impact_cache
     if cached is not None and time.monotonic() - cached[0] < IMPACT_SECONDS:
         return cached[1]
-    impact = {uplink: await business_impact(outbox, uplink) for uplink in outbox.uplinks}
+    impact = {uplink: await business_impact(outbox, uplink, cursors_of[uplink])
+              for uplink in outbox.uplinks}
     outbox.impact_cache = (time.monotonic(), impact)
     return impact
 
 
-async def business_impact(outbox: Outbox, uplink: str) -> dict[str, Any]:
+async def business_impact(outbox: Outbox, uplink: str, cursors: dict[int, int]
+                          ) -> dict[str, Any]:
     """{"pending": {type: {"count", "oldest_at"}}, "dead": {type: {"count", "reasons"}}}
-    for the business events `uplink` has not delivered, and those it refused."""
-    cursors = await outbox.cursors(uplink)
+    for the business events `uplink` has not delivered (beyond `cursors`), and those it
+    refused."""
     pending: dict[str, dict[str, Any]] = {}
     for lane in BUSINESS_LANES:
         for kind, count, oldest in await outbox.read(

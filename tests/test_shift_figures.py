@@ -141,8 +141,8 @@ async def scripted_board(tmp_path: Path) -> StatusBoard:
     try:
         for events in scripted_events():
             await box.commit(events, {})
-        asset = load_config_text(ASSET_CONFIG, "c.yaml", tmp_path).assets[0]
-        views = await shift_views(box, [asset], T0 + 3600)
+        specs = compile_assets(load_config_text(ASSET_CONFIG, "c.yaml", tmp_path))
+        views = await shift_views(box, specs, T0 + 3600)
     finally:
         await box.close()
     board = StatusBoard(site="plant", agent="edge-1", alive=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from buffer.history import gaps, parts, segments
+from buffer.history import gaps
 
 from ..derive.shiftend import apply_shift_end, begin_shift_reports
-from .figures import compute
 from .report import shift_report
-from .windows import previous, shift_at
+from .view import figures_for, shift_before, shift_of
 
 if TYPE_CHECKING:
     from buffer import Outbox
@@ -32,19 +31,14 @@ async def shift_ends(outbox: Outbox, specs: list[AssetSpec], states: dict[str, A
     events: list[Event] = []
     for spec in specs:
         state = states[spec.id]
-        shifts = [f"{h:02d}:{m:02d}" for h, m in spec.shifts]
-        window = shift_at(now, shifts, spec.timezone)
+        window = shift_of(spec, now)
         if state.shift_reported_until is None:
             changed[spec.id] = begin_shift_reports(state, window.start)
             continue
         if state.shift_reported_until >= window.start - SLACK:
             continue
-        ended = previous(window, shifts, spec.timezone)
-        history = await segments(outbox, spec.id, ended.start, ended.end)
-        made = await parts(outbox, spec.id, ended.start, ended.end)
-        figures = compute(ended, ended.end, history, made, ideal_cycle=spec.ideal_cycle,
-                          by_work_order=spec.ideal_by_work_order,
-                          parts_per_cycle=spec.parts_per_cycle, micro_stop=spec.micro_stop)
+        ended = shift_before(spec, window)
+        figures, _ = await figures_for(outbox, spec, ended, ended.end)
         report = shift_report(figures, await gaps(outbox, ended.start, ended.end))
         changed[spec.id], produced = apply_shift_end(spec, state, report, ended.end, ctx)
         events.extend(produced)

@@ -70,8 +70,7 @@ def compute(window: Window, now: float, segments: Sequence[Segment], parts: Sequ
             continue
         known_from = min(known_from, start)
         length = end - start
-        closed = segment.end is not None and segment.end - segment.start < micro_stop
-        if segment.state == "down" and (segment.micro or closed):
+        if is_micro_stop(segment, micro_stop):
             figures.micro_stop_s += length
             continue
         state = segment.state if segment.state in STATES else "unknown"
@@ -104,6 +103,13 @@ def compute(window: Window, now: float, segments: Sequence[Segment], parts: Sequ
         figures.downtime_by_reason.items(), key=lambda item: -item[1]["minutes"]))
     _oee(figures, ideal_time, ideal_cycle is not None or bool(by_work_order))
     return figures
+
+
+def is_micro_stop(segment: Segment, micro_stop: float) -> bool:
+    """A stop shorter than the asset's threshold, whether derivation reported it one by
+    one (`micro`) or summarised it."""
+    closed = segment.end is not None and segment.end - segment.start < micro_stop
+    return segment.state == "down" and (segment.micro or closed)
 
 
 def _oee(figures: ShiftFigures, ideal_time: float, has_ideal: bool) -> None:

@@ -75,10 +75,6 @@ class StatusServer:
     async def close(self) -> None:
         await self._http.close()
 
-    @property
-    def refused_connections(self) -> int:
-        return self._http.refused
-
     async def _guard(self, request: Request, handler: Handler) -> Response:
         if self.gate is None:
             self._loopback_host_only(request)

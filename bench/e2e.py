@@ -226,19 +226,40 @@ def _stop(process: subprocess.Popen[bytes] | Any) -> None:
         process.join(20)
 
 
+def _start_plcs(context: Any, load: Load, attempts: int = 3
+                ) -> tuple[int, list[int], list[Any]]:
+    """The simulated PLCs in processes of their own, on free ports. A port found free can
+    be taken (by an outgoing connection's ephemeral port) before a spawned process binds
+    it, seconds later: a server that exits instead of getting ready is started again on
+    new ports."""
+    for _ in range(attempts):
+        opcua, modbus = free_port(), free_ports(DEVICES)
+        opcua_ready, modbus_ready = context.Event(), context.Event()
+        servers = [context.Process(target=_serve_opcua, daemon=True,
+                                   args=(opcua, opcua_ready, load.opcua_items, load.change_hz)),
+                   context.Process(target=_serve_modbus, args=(modbus, modbus_ready),
+                                   daemon=True)]
+        for server in servers:
+            server.start()
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and not (opcua_ready.is_set()
+                                                   and modbus_ready.is_set()):
+            if any(server.exitcode is not None for server in servers):
+                break
+            time.sleep(0.1)
+        if opcua_ready.is_set() and modbus_ready.is_set():
+            return opcua, modbus, servers
+        for server in servers:
+            server.terminate()
+            server.join(20)
+    raise RuntimeError("the simulated PLCs did not start")
+
+
 def _one_load(load: Load, seconds: float, workdir: Path, mqtt: int,
               arrivals: _Arrivals) -> tuple[Measured, Measured]:
     context = multiprocessing.get_context("spawn")
-    opcua, modbus = free_port(), free_ports(DEVICES)
-    opcua_ready, modbus_ready = context.Event(), context.Event()
-    servers = [context.Process(target=_serve_opcua, daemon=True,
-                               args=(opcua, opcua_ready, load.opcua_items, load.change_hz)),
-               context.Process(target=_serve_modbus, args=(modbus, modbus_ready), daemon=True)]
-    for server in servers:
-        server.start()
+    opcua, modbus, servers = _start_plcs(context, load)
     try:
-        if not (opcua_ready.wait(180) and modbus_ready.wait(60)):
-            raise RuntimeError("the simulated PLCs did not start")
         status = free_port()
         config = _config(workdir, load, opcua, modbus, mqtt, status)
         agent = subprocess.Popen([sys.executable, "-m", "agent", "run", "-c", str(config),

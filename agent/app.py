@@ -27,7 +27,7 @@ from .reload import plan
 from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
-from .shared import Sample
+from .shared import QueueItem
 from .shift.view import SHIFT_REFRESH, shift_views
 from .status.auth import status_users
 from .status.board import StatusBoard
@@ -70,7 +70,7 @@ class Agent:
         self._group: asyncio.TaskGroup | None = None
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
-        self._sample_queue: asyncio.Queue[list[Sample]] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
+        self._sample_queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
         self._make_driver = DriverFactory()
         self._status_users: dict[str, str] | None = None
 

@@ -65,6 +65,35 @@ DATA: dict[str, dict[str, Any]] = {
                           "properties": {"at": TIME, "reason_code": {"type": ["integer", "null"]},
                                          "reason": {"type": "string"}}},
             },
+            "classified_by": {"type": ["string", "null"], "description":
+                              "The person who gave the reason at the line page while the "
+                              "stop went on; null when the reason is the PLC's."},
+        },
+    },
+    "downtime.classified": {
+        "required": ["downtime_id", "started_at", "ended_at", "part", "parts", "reason_code",
+                     "reason", "reason_group", "classified_by", "replaces_plc_reason",
+                     "plc_reason_code", "replaces", "work_order"],
+        "properties": {
+            "downtime_id": {"type": "string", "description": "Id of the downtime.started event."},
+            "started_at": {**TIME, "description": "Start of the time this reason covers."},
+            "ended_at": {**NULLABLE_TIME, "description":
+                         "End of the time this reason covers; null while the stop goes on."},
+            "part": {"enum": [1, 2], "description":
+                     "Which part of the stop: 2 is the later part of a stop split in two."},
+            "parts": {"enum": [1, 2], "description": "How many parts the stop has now."},
+            "reason_code": {"type": "integer", "minimum": 1},
+            "reason": {"type": "string"},
+            "reason_group": TEXT,
+            "classified_by": {"type": "string", "description": "The operator who chose it."},
+            "replaces_plc_reason": {"type": "boolean", "description":
+                                    "The PLC had named a reason, and this one replaces it."},
+            "plc_reason_code": {"type": ["integer", "null"]},
+            "replaces": {"type": ["string", "null"], "description":
+                         "Id of the downtime.classified event this one replaces (the same part "
+                         "of the same stop), or null. The effective reason of a part is its "
+                         "latest classification: the highest sequence."},
+            "work_order": TEXT,
         },
     },
     "downtime.micro_stop": {

@@ -37,6 +37,7 @@ EVENT_LANES: dict[str, Lane] = {
     "downtime.started": Lane.BUSINESS,
     "downtime.ended": Lane.BUSINESS,
     "downtime.micro_stop": Lane.BUSINESS,
+    "downtime.classified": Lane.BUSINESS,
     "production.confirmed": Lane.BUSINESS,
     "quality.hold_raised": Lane.HOLD,
     "quality.hold_released": Lane.HOLD,

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from buffer import Outbox
+from buffer import Outbox, downtimes
 from buffer.history import HistoryMark
 
 from .derive import (
@@ -33,10 +33,11 @@ from .derive import (
     apply_stop,
     apply_tick,
 )
+from .derive.classify import KnownDowntime, Part, apply_classification
 from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
-from .shared import Sample, backoff_delay
+from .shared import Classification, ClassificationRefused, QueueItem, Sample, backoff_delay
 from .shift.ends import shift_ends
 
 SHIFT_CHECK_INTERVAL = 5.0  # seconds between looks for a shift that has ended
@@ -55,11 +56,13 @@ class _Derived:
     states: dict[str, AssetState]
     device_states: dict[str, DeviceState]
     events: list[Event]
+    # Each operator input of the derivation, with the ids of its events or why not.
+    answers: tuple[tuple[Classification, str | ClassificationRefused], ...] = ()
 
 
 class Pipeline:
     def __init__(self, specs: list[AssetSpec], saved: dict[str, str], outbox: Outbox,
-                 ctx: DeriveContext, queue: asyncio.Queue[list[Sample]],
+                 ctx: DeriveContext, queue: asyncio.Queue[QueueItem],
                  commit_interval: float = 0.0,
                  on_event: Callable[[Event], None] | None = None,
                  clock: Callable[[], float] = time.time,
@@ -93,6 +96,7 @@ class Pipeline:
             for ref in {*spec.roles, *spec.telemetry}:
                 self._routes.setdefault(ref, []).append(spec)
         self._device_routes = {spec.id: spec for spec in self.device_specs}
+        self._specs_by_id = {spec.id: spec for spec in specs}
 
     async def run(self) -> None:
         next_shift_check = 0.0
@@ -113,7 +117,7 @@ class Pipeline:
         states = {**self.states, **changed}
         return await self._commit(_Derived(states, dict(self.device_states), events))
 
-    async def _gather(self) -> list[list[Sample]]:
+    async def _gather(self) -> list[QueueItem]:
         # asyncio.timeout, never wait_for: on Python 3.11, wait_for swallows a cancellation
         # that lands just as the queue hands over a batch, and the writer then carries on
         # while the stop waits for it - for ever (seen in 5 of 10 stops at 30,000
@@ -130,14 +134,14 @@ class Pipeline:
             batches.append(self.queue.get_nowait())
         return batches
 
-    async def step(self, batches: list[list[Sample]]) -> list[Event]:
+    async def step(self, batches: list[QueueItem]) -> list[Event]:
         """Derive from `batches` (and the passing of time), then commit atomically.
 
         When the disk has no room for all of it, the batches are derived and committed
         again in halves, down to one read at a time: after a stall the queue holds many
         reads, and one transaction of them all may need more space than the disk will
         ever have, while each read alone fits."""
-        derived = self._derive(batches)
+        derived = self._derive(batches, await self._known_downtimes(batches))
         if len(batches) > 1:
             try:
                 return await self._commit(derived, retry=False)
@@ -151,11 +155,30 @@ class Pipeline:
         derivation, in the single writer, so the shift history records no data."""
         self._lost[device] = last_sample_at
 
-    def _derive(self, batches: list[list[Sample]]) -> _Derived:
+    async def _known_downtimes(self, items: list[QueueItem]) -> dict[str, KnownDowntime]:
+        """The recorded stops that operator inputs name (an open stop is in the state)."""
+        known: dict[str, KnownDowntime] = {}
+        for item in items:
+            if not isinstance(item, Classification) or item.downtime_id in known:
+                continue
+            row = await downtimes.downtime(self.outbox, item.asset, item.downtime_id)
+            if row is None:
+                continue
+            detail = row.detail
+            known[row.id] = KnownDowntime(
+                row.id, row.asset, row.start, row.end, detail.get("plc_code"),
+                detail.get("plc_reason"), row.work_order,
+                tuple(Part.from_json(p) for p in detail.get("parts") or [] if p))
+        return known
+
+    def _derive(self, batches: list[QueueItem],
+                known: dict[str, KnownDowntime] | None = None) -> _Derived:
         now = self.clock()
         states = dict(self.states)
         device_states = dict(self.device_states)
         events: list[Event] = []
+        known = dict(known or {})  # a derivation that does not commit leaves no trace
+        answers: list[tuple[Classification, str | ClassificationRefused]] = []
         lost, self._lost = self._lost, {}
         for spec in self.specs:
             state_ref = spec.counter_tag("state")
@@ -163,6 +186,9 @@ class Pipeline:
             if device in lost:
                 states[spec.id] = apply_device_loss(spec, states[spec.id], lost[device])
         for batch in batches:
+            if isinstance(batch, Classification):
+                answers.append(self._classify(batch, states, known, events, now))
+                continue
             per_asset: dict[str, list[Sample]] = {}
             per_device: dict[str, list[Sample]] = {}
             for sample in batch:
@@ -187,7 +213,24 @@ class Pipeline:
             device_states[device_spec.id], produced = apply_device_tick(
                 device_spec, device_states[device_spec.id], now, self.ctx)
             events.extend(produced)
-        return _Derived(states, device_states, events)
+        return _Derived(states, device_states, events, tuple(answers))
+
+    def _classify(self, choice: Classification, states: dict[str, AssetState],
+                  known: dict[str, KnownDowntime], events: list[Event], now: float
+                  ) -> tuple[Classification, str | ClassificationRefused]:
+        """An operator's reason, derived in turn with the samples around it."""
+        spec = self._specs_by_id.get(choice.asset)
+        if spec is None:
+            return choice, ClassificationRefused(f"There is no asset {choice.asset!r} here.")
+        try:
+            states[spec.id], produced, after = apply_classification(
+                spec, states[spec.id], known.get(choice.downtime_id), choice, now, self.ctx)
+        except ClassificationRefused as refused:
+            return choice, refused
+        if after is not None:
+            known[after.id] = after
+        events.extend(produced)
+        return choice, " ".join(event.id for event in produced)
 
     async def stop(self) -> list[Event]:
         """On a clean stop: confirm what was produced, so the ERP is current."""
@@ -224,6 +267,8 @@ class Pipeline:
                 counts[event.type] = counts.get(event.type, 0) + 1
                 if self.on_event:
                     self.on_event(event)
+            for choice, answer in derived.answers:
+                _answer(choice, answer)
 
         if not (events or changed):
             adopt()
@@ -327,3 +372,14 @@ class Pipeline:
                 adopt()
             raise
         adopt()
+
+
+def _answer(choice: Classification, answer: str | ClassificationRefused) -> None:
+    """Tell the line page what became of its input (it may have stopped waiting)."""
+    outcome = choice.outcome
+    if outcome is None or outcome.done():
+        return
+    if isinstance(answer, ClassificationRefused):
+        outcome.set_exception(answer)
+    else:
+        outcome.set_result(answer)

@@ -1,11 +1,14 @@
-"""What both sides of the flow share: the sample a driver hands to derivation, and the
-backoff every retry loop waits by (drivers, uplinks and the buffer's writer alike).
-A neutral room, so neither side imports the other's."""
+"""What both sides of the flow share: the sample a driver hands to derivation, the
+operator's input the line page hands to it, and the backoff every retry loop waits by
+(drivers, uplinks and the buffer's writer alike). A neutral room, so neither side
+imports the other's."""
 
 from __future__ import annotations
 
+import asyncio
 import random
-from typing import Literal, NamedTuple
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, TypeAlias
 
 Quality = Literal["good", "uncertain", "bad"]
 
@@ -24,6 +27,31 @@ class Sample(NamedTuple):
     # Where the value's integer type wraps (2**16 for a UInt16 or Int16), when the
     # protocol says it with the value (OPC UA's Variant type); None when it does not.
     wraps_at: int | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class Classification:
+    """An operator's reason for a stop, from the line page. It enters the pipeline's queue
+    like a PLC sample (DESIGN.md, invariant 7): the pipeline, the buffer's single writer,
+    derives `downtime.classified` and commits it with the asset's state, then answers
+    `outcome` with what it did, or with ClassificationRefused saying why not."""
+
+    asset: str
+    downtime_id: str
+    person: str
+    code: int
+    part: int = 1  # which part of a stop that was split (1 or 2)
+    split_at: float | None = None  # split the stop here: `code` before, `second_code` after
+    second_code: int | None = None
+    outcome: asyncio.Future[str] | None = None
+
+
+class ClassificationRefused(Exception):
+    """What the operator is told when a classification cannot be taken."""
+
+
+# What the pipeline's queue carries: a driver's read, or an operator's input.
+QueueItem: TypeAlias = list[Sample] | Classification
 
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:

@@ -18,17 +18,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import aiosqlite
+
+from . import downtimes
+from .downtimes import DOWNTIME_TYPES, MATCH_SLACK
+from .downtimes import epoch as _epoch
 
 if TYPE_CHECKING:
     from .outbox import CommittableEvent, Outbox
 
 HISTORY_TYPES = frozenset({"machine.state_changed", "downtime.started",
-                           "downtime.micro_stop", "production.confirmed"})
-MATCH_SLACK = 1.0  # seconds: a downtime's start and its state change come from one scan
+                           "downtime.micro_stop", "production.confirmed", *DOWNTIME_TYPES})
 
 
 @dataclass(frozen=True)
@@ -70,12 +72,14 @@ async def append(db: aiosqlite.Connection, events: Sequence[CommittableEvent]) -
             continue
         # The event's own fields: nothing to decode on the commit path.
         data, at = event.data, event.time
+        if kind in DOWNTIME_TYPES:
+            await downtimes.append(db, event)
         if kind == "machine.state_changed":
             await db.execute("UPDATE history SET end = ? WHERE asset = ? AND kind = 'state' "
                              "AND end IS NULL", (at, event.subject))
             await db.execute("INSERT INTO history (asset, kind, start, state) "
                              "VALUES (?, 'state', ?, ?)", (event.subject, at, data.get("state")))
-        elif kind in ("downtime.started", "downtime.micro_stop"):
+        if kind in ("downtime.started", "downtime.micro_stop"):
             started = _epoch(data.get("started_at"))
             if started is None:
                 continue
@@ -145,12 +149,3 @@ async def gaps(outbox: Outbox, since: float, until: float) -> list[tuple[float, 
     rows = await outbox.read("SELECT start, end FROM history WHERE kind = 'gap' AND "
                              "start < ? AND end > ? ORDER BY start", (until, since))
     return [(max(float(a), since), min(float(b), until)) for a, b in rows]
-
-
-def _epoch(value: Any) -> float | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None

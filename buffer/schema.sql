@@ -65,7 +65,8 @@ CREATE TABLE alarms (
 );
 -- The shift's history: `state` rows are an asset's state segments (end NULL while
 -- open; `micro` marks a stop reported as a micro-stop), `parts` rows what a production
--- confirmation counted over [start, end]. Written in the same transaction as the events
+-- confirmation counted over [start, end], `downtime` rows the stops the line page lists
+-- (`ref` the downtime id, `detail` JSON: the PLC's reason and the operators'). Written in the same transaction as the events
 -- that make them (buffer/history.py); retention trims it after telemetry.
 CREATE TABLE history (
     asset      TEXT NOT NULL,
@@ -77,6 +78,9 @@ CREATE TABLE history (
     work_order TEXT,
     good       INTEGER NOT NULL DEFAULT 0,
     scrap      INTEGER NOT NULL DEFAULT 0,
-    micro      INTEGER NOT NULL DEFAULT 0
+    micro      INTEGER NOT NULL DEFAULT 0,
+    ref        TEXT,
+    detail     TEXT
 );
 CREATE INDEX history_by_asset ON history (asset, kind, start);
+CREATE INDEX history_by_ref ON history (ref) WHERE ref IS NOT NULL;

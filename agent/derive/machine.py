@@ -287,6 +287,8 @@ def _leave_down(spec: AssetSpec, st: AssetState, at: float, end_estimated: bool,
             "end_estimated": end_estimated,
             "reason_changes": [{"at": iso(c.at), "reason_code": c.reason_code,
                                 "reason": c.reason} for c in dt.reason_changes],
+            # Who gave the reason at the line page while the stop went on; None: the PLC.
+            "classified_by": dt.classified_by,
         })
     st.downtime = None
     st.down_since = None

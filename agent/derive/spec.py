@@ -57,6 +57,8 @@ class AssetSpec:
     ideal_by_work_order: dict[str, float] = field(default_factory=dict)
     reason_texts: dict[int, str] = field(default_factory=dict)
     default_reason: str = "unclassified"
+    # What an operator may give a stop at /line: code -> (text, group).
+    operator_reasons: dict[int, tuple[str, str | None]] = field(default_factory=dict)
     hold_reason_texts: dict[int, str] = field(default_factory=dict)
     # Where a counter wraps, when known; None = unknown.
     counter_modulus: dict[str, int | None] = field(default_factory=dict)
@@ -166,6 +168,7 @@ def _compile(asset: Asset, config: Config) -> AssetSpec:
         ideal_by_work_order=dict(asset.oee.by_work_order),
         reason_texts=dict(asset.reason.texts),
         default_reason=asset.reason.default,
+        operator_reasons={c.code: (c.text, c.group) for c in asset.reason.choices},
         hold_reason_texts=dict(asset.quality_hold.reason_texts) if asset.quality_hold else {},
         counter_modulus=modulus,
         on_reset=counters.on_reset if counters else "count_from_zero",

@@ -29,6 +29,12 @@ class OpenDowntime:
     reason: str
     work_order: str | None
     reason_changes: list[ReasonChange] = field(default_factory=list)
+    # An operator's classification (the line page) while the stop is open: its reason
+    # replaces the PLC's, which is kept here; downtime.ended carries the operator's.
+    classified_by: str | None = None
+    classified_event: str | None = None
+    plc_reason_code: int | None = None
+    plc_reason: str | None = None
 
 
 @dataclass

@@ -427,10 +427,46 @@ class CounterSignals(Strict):
     )
 
 
+class ReasonChoice(Strict):
+    """One reason an operator can pick at /line for a stop of this asset."""
+
+    code: Annotated[int, Field(ge=1, le=2**31 - 1)] = Field(
+        description="The reason's code. It maps to an Odoo loss reason through the uplink's "
+        "downtime.reasons, as the PLC's codes do, so one code means one thing wherever it "
+        "comes from.")
+    text: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                           max_length=60)] = Field(
+        description="What the button says, e.g. 'Waiting for material'.")
+    group: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                            max_length=40)] | None = Field(
+        default=None, description="Buttons of one group are shown together, e.g. 'Material'.")
+
+
 class ReasonSignal(Strict):
     tag: TagRef | None = None
     texts: dict[int, str] = Field(default_factory=dict, description="Reason code -> text.")
     default: str = Field(default="unclassified", description="Reason when no code is known.")
+    choices: list[ReasonChoice] = Field(
+        default_factory=list, max_length=60,
+        description="The reasons an operator can give a stop of this asset on the line page "
+        "(/line), in the order shown. Without them the asset's stops are listed but cannot "
+        "be classified.")
+
+    @model_validator(mode="after")
+    def _codes_once(self) -> ReasonSignal:
+        seen: dict[int, str] = {}
+        for choice in self.choices:
+            if choice.code in seen:
+                raise ValueError(f"reason code {choice.code} is in choices twice "
+                                 f"('{seen[choice.code]}' and '{choice.text}'); give each "
+                                 "reason its own code")
+            seen[choice.code] = choice.text
+            plc = self.texts.get(choice.code)
+            if plc is not None and plc != choice.text:
+                raise ValueError(f"reason code {choice.code} is '{plc}' in texts and "
+                                 f"'{choice.text}' in choices; one code means one reason: use "
+                                 "the same text, or another code")
+        return self
 
 
 class QualityHoldSignals(Strict):
@@ -772,8 +808,14 @@ class StatusSettings(Strict):
         default=None,
         description="Required when `bind` is not a loopback address: a file of "
                     "`user:password` lines (readable by the service alone, e.g. a systemd "
-                    "credential). Browsers log in with basic auth, or once with "
-                    "/?token=<password>, which sets a session cookie.")
+                    "credential). Browsers log in with the form at /login; Prometheus and "
+                    "curl with basic auth.")
+    operators_file: Path | None = Field(
+        default=None,
+        description="Turns on the operators' page (/line), where the people at the line "
+                    "classify stops: a file of `person:PIN:assets` lines (PIN or badge number "
+                    "of at least 4 characters, unique; assets comma-separated, or *). "
+                    "Readable by the service alone. See docs/operators.md.")
 
     @model_validator(mode="after")
     def _outside_needs_credentials(self) -> StatusSettings:

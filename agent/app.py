@@ -31,7 +31,9 @@ from .shared import QueueItem
 from .shift.view import SHIFT_REFRESH, shift_views
 from .status.auth import status_users
 from .status.board import StatusBoard
+from .status.line import LineDesk
 from .status.metrics import AgentMetrics
+from .status.operators import LineGate, Operator, line_operators
 from .status.server import StatusServer
 from .systemd import notify, watchdog_interval
 from .uplinks import certificates
@@ -73,6 +75,7 @@ class Agent:
         self._sample_queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
         self._make_driver = DriverFactory()
         self._status_users: dict[str, str] | None = None
+        self._operators: list[Operator] | None = None
 
     def request_stop(self) -> None:
         """Stop gracefully: confirm production, deliver what can be delivered, then exit."""
@@ -85,6 +88,7 @@ class Agent:
     async def run(self) -> None:
         config = self.config
         self._status_users = status_users(config)  # before anything starts: exit 78 if bad
+        self._operators = line_operators(config)
         lock = AgentLock(config.buffer.path)
         try:
             config.buffer.path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,7 +131,8 @@ class Agent:
             self.board.uplinks = [u.health for u in self.uplinks]
             if config.status.enabled:
                 status = StatusServer(self.board, config.status.bind, config.status.port,
-                                      self.metrics, self._status_users)
+                                      self.metrics, self._status_users,
+                                      line=self._line_desk(pipeline, outbox))
                 await status.start()
             control = await _start_control(outbox)
             async with asyncio.TaskGroup() as group:
@@ -171,6 +176,18 @@ class Agent:
             if control is not None:
                 await control.close()
             await self._shutdown(status)
+
+    def _line_desk(self, pipeline: Pipeline, outbox: Outbox) -> LineDesk | None:
+        """The operators' page, when operators are configured: its choices go into the
+        pipeline's queue, like the drivers' samples."""
+        if not self._operators:
+            return None
+
+        def locked(until: float) -> None:
+            self.board.line_locked_until = until
+
+        return LineDesk(LineGate(self._operators), outbox, pipeline.specs,
+                        self._sample_queue.put_nowait, on_lock=locked)
 
     def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
         return Forwarder(uplink, self._outbox(), _window(settings), settings.max_rate,

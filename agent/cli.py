@@ -168,8 +168,11 @@ def _check_config(args: argparse.Namespace) -> int:
     _setup_logging("warning")  # warnings (a secret file others can read) go to stderr
     try:
         from .status.auth import status_users
+        from .status.operators import line_operators
 
-        status_users(_load(args.config))
+        config = _load(args.config)
+        status_users(config)
+        line_operators(config)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         print(f"{len(exc.issues)} problem{'s' if len(exc.issues) != 1 else ''} found",

@@ -180,7 +180,7 @@ async def test_every_answer_carries_the_security_headers() -> None:
                         "script-src 'self'; form-action 'self'; frame-ancestors 'none'"), path
                     assert headers["x-content-type-options"] == "nosniff"
                     assert headers["x-frame-options"] == "DENY"
-                    assert headers["referrer-policy"] == "no-referrer"
+                    assert headers["referrer-policy"] == "same-origin"
         finally:
             await server.close()
 

@@ -9,23 +9,14 @@ what, how many.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import pwd
-import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from buffer import LANE_CLASSES, BufferStats, DeadLetter, Outbox
 
+from ..audit import audit
 from ..events import format_time
-
-AUDIT_FILE = "audit.log"
-
-
-def audit_path(outbox: Outbox) -> Path:
-    return outbox.path.parent / AUDIT_FILE
 
 
 def user_name(uid: int) -> str:
@@ -33,31 +24,6 @@ def user_name(uid: int) -> str:
         return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
     except KeyError:
         return f"uid {uid}"
-
-
-AUDIT_ROTATE_BYTES = 1_000_000  # then audit.log becomes audit.log.1 (the one before goes)
-AUDIT_IDS = 20  # event ids one audit line names; the count says how many there were
-
-
-def audit(outbox: Outbox, user: str, via: str, action: str, count: int,
-          **what: Any) -> None:
-    """Append one line; O_APPEND keeps concurrent lines whole."""
-    ids = what.get("ids")
-    if isinstance(ids, list) and len(ids) > AUDIT_IDS:
-        what = {**what, "ids": ids[:AUDIT_IDS], "ids_not_listed": len(ids) - AUDIT_IDS}
-    line = json.dumps({"at": format_time(time.time()), "user": user, "via": via,
-                       "action": action, "count": count, **what}, sort_keys=True)
-    path = audit_path(outbox)
-    try:
-        if path.stat().st_size > AUDIT_ROTATE_BYTES:
-            os.replace(path, path.with_name(AUDIT_FILE + ".1"))
-    except FileNotFoundError:
-        pass
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def stats_view(stats: BufferStats) -> dict[str, Any]:

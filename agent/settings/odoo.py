@@ -13,7 +13,8 @@ from .base import EVENT_TYPES, HttpBackoff, HttpTimeouts, Identifier, Strict, Tl
 from .durations import Duration
 
 # What the connector turns into Odoo records; other event types have no Odoo meaning.
-ODOO_EVENT_TYPES = ("downtime.started", "downtime.ended", "production.confirmed",
+ODOO_EVENT_TYPES = ("downtime.started", "downtime.ended", "downtime.classified",
+                    "production.confirmed",
                     "quality.hold_raised", "quality.hold_released", "maintenance.requested")
 ExternalId = Annotated[
     str,

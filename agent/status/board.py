@@ -49,6 +49,8 @@ class StatusBoard:
     asset_state_devices: dict[str, str] = field(default_factory=dict)
     # asset -> {"current": shift view, "previous": shift view} (agent/shift/view.py)
     shifts: dict[str, Any] = field(default_factory=dict)
+    # Until when the line page refuses PIN logins after many wrong ones (epoch seconds).
+    line_locked_until: float = 0.0
 
     @property
     def ready(self) -> bool:
@@ -156,6 +158,13 @@ class StatusBoard:
             alarms.append(_alarm("clock.unsynchronized", "warning",
                                  "the system clock is not synchronised: event times may be "
                                  "off; check NTP (timedatectl status)"))
+        if self.line_locked_until > now:
+            alarms.append(_alarm(
+                "line.pins_locked", "warning",
+                "the line page refuses PIN logins until "
+                f"{time.strftime('%H:%M', time.localtime(self.line_locked_until))}: many "
+                "wrong PINs came in a few minutes. Someone may be guessing PINs on the plant "
+                "network: the agent's log names the addresses"))
         for cert in self._expiring_certificates():
             alarms.append(_alarm(
                 f"certificate.{cert.get('uplink')}.{cert.get('which')}.expiring", "warning",

@@ -54,7 +54,7 @@ def login_form(message: str = "", status: int = 401) -> Response:
         'required>'
         "<button type=submit>Log in</button></form></main></body></html>")
     return Response.text(page, status, content_type="text/html; charset=utf-8",
-                         headers=[*NO_STORE, ("Set-Cookie", _cookie(CSRF_COOKIE, token,
+                         headers=[*NO_STORE, ("Set-Cookie", cookie(CSRF_COOKIE, token,
                                                                     CSRF_SECONDS))])
 
 
@@ -62,7 +62,7 @@ async def log_in(request: Request, gate: Gate) -> Response:
     """POST /login: a session and a redirect to the page, or the form again."""
     if len(request.body) > MAX_FORM:
         raise HttpError(413, f"a login form is under {MAX_FORM} bytes\n", headers=NO_STORE)
-    if not _same_origin(request):
+    if not same_origin(request):
         raise HttpError(403, "this form is posted from the status page itself, not from "
                              "another site\n", headers=NO_STORE)
     try:
@@ -85,11 +85,11 @@ async def log_in(request: Request, gate: Gate) -> Response:
     gate.throttle.succeeded(request.remote)
     return Response.text("logged in\n", 303, headers=[
         *NO_STORE, ("Location", "/"),
-        ("Set-Cookie", _cookie(SESSION_COOKIE, gate.open_session(), SESSION_SECONDS)),
-        ("Set-Cookie", _cookie(CSRF_COOKIE, "", 0))])
+        ("Set-Cookie", cookie(SESSION_COOKIE, gate.open_session(), SESSION_SECONDS)),
+        ("Set-Cookie", cookie(CSRF_COOKIE, "", 0))])
 
 
-def _same_origin(request: Request) -> bool:
+def same_origin(request: Request) -> bool:
     """A browser names the page a form came from; it must be this server. (A client that
     names none, such as curl, is let through: CSRF needs a browser.)"""
     origin = request.headers.get("origin")
@@ -98,12 +98,14 @@ def _same_origin(request: Request) -> bool:
     return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
-def _cookie(name: str, value: str, seconds: int) -> str:
+def cookie(name: str, value: str, seconds: int, path: str = "/") -> str:
+    """A Set-Cookie value: HttpOnly, SameSite=Strict (another site's form or link never
+    carries it), for `path` and below."""
     jar: SimpleCookie = SimpleCookie()
     jar[name] = value
     morsel = jar[name]
     morsel["max-age"] = str(seconds)
     morsel["httponly"] = True
     morsel["samesite"] = "Strict"
-    morsel["path"] = "/"
+    morsel["path"] = path
     return morsel.OutputString()

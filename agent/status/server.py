@@ -6,6 +6,7 @@ GET /metrics  Prometheus text format
 GET /healthz  200 while the core tasks run (liveness)
 GET /readyz   200 once the config is loaded, the buffer open, the uplinks started
 GET|POST /login  the login form, when logins are configured (see auth.py, login.py)
+GET /line, POST /line/...  the operators' page, with logins of its own (line.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..redact import scrub, scrub_values
 from .auth import SESSION_COOKIE, Gate
 from .board import StatusBoard
 from .clock import ClockWatch
+from .line import LINE_PATH, LineDesk
 from .login import NO_STORE, log_in, login_form
 from .metrics import AgentMetrics
 from .page import render
@@ -32,13 +34,15 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # probes carry no plant data
 
 # Sent with every answer. The pages carry no script of their own: a PLC string that got
 # past escaping still could not run. `frame-ancestors` and X-Frame-Options keep the page
-# out of another site's frame; no Referer leaks the agent's address to a link's target.
+# out of another site's frame; no Referer leaks the agent's address to another site.
+# (`same-origin`, not `no-referrer`: under no-referrer a browser posts the login and line
+# forms with `Origin: null`, and the same-origin check must then refuse them.)
 SECURITY_HEADERS = [
     ("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; "
      "img-src 'self' data:; script-src 'self'; form-action 'self'; frame-ancestors 'none'"),
     ("X-Content-Type-Options", "nosniff"),
     ("X-Frame-Options", "DENY"),
-    ("Referrer-Policy", "no-referrer"),
+    ("Referrer-Policy", "same-origin"),
     ("Cache-Control", "no-store"),
 ]
 LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -47,7 +51,8 @@ LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 class StatusServer:
     def __init__(self, board: StatusBoard, bind: str, port: int,
                  metrics: AgentMetrics | None = None,
-                 users: dict[str, str] | None = None, limits: Limits | None = None) -> None:
+                 users: dict[str, str] | None = None, limits: Limits | None = None,
+                 line: LineDesk | None = None) -> None:
         self.board = board
         self.bind, self.port = bind, port
         self.metrics = metrics or AgentMetrics(board)
@@ -60,6 +65,9 @@ class StatusServer:
         if self.gate is not None:
             routes[("GET", "/login")] = self._login_form
             routes[("POST", "/login")] = self._log_in
+        self.line = line
+        if line is not None:
+            routes.update(line.routes())
         self._http = HttpServer(routes, middleware=self._guard, limits=limits,
                                 headers=SECURITY_HEADERS, name="status page")
 
@@ -79,6 +87,8 @@ class StatusServer:
         if self.gate is None:
             self._loopback_host_only(request)
             return await handler(request)
+        if request.path == LINE_PATH or request.path.startswith(LINE_PATH + "/"):
+            return await handler(request)  # operators' logins, checked by the line page
         return await self._authenticate(request, self.gate, handler)
 
     def _loopback_host_only(self, request: Request) -> None:

@@ -347,16 +347,19 @@ class OdooConnector:
         asset = self._assets.get(asset_id)
         assert self._lookups is not None
         assert self._client is not None
-        if kind in ("downtime.started", "downtime.ended"):
+        if kind in ("downtime.started", "downtime.ended", "downtime.classified"):
             rules = (mapping.downtime if mapping and mapping.downtime else self.settings.downtime)
-            if kind == "downtime.started" and rules.mode == "closed":
-                return "downtime mode 'closed' writes the line when the downtime ends"
+            closed = kind == "downtime.ended" or (
+                kind == "downtime.classified" and data.get("ended_at") is not None)
+            if not closed and rules.mode == "closed":
+                return ("downtime mode 'closed' writes the line when the downtime ends "
+                        "(with an operator's reason, if one was given)")
             workcenter = await self._lookups.workcenter(
                 _required_name(self.settings, asset_id, asset, "workcenter"), asset_id)
             return records.downtime_line(
                 entry.event.id, data, workcenter=workcenter.id,
                 company=workcenter.many2one("company_id"), loss=_loss(rules, data),
-                closed=kind == "downtime.ended")
+                closed=closed)
         if kind == "production.confirmed":
             return self._production_step(entry, asset_id, mapping.production
                                          if mapping and mapping.production

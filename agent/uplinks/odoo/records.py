@@ -61,15 +61,27 @@ def downtime_line(event_id: str, data: dict[str, Any], *, workcenter: int, compa
                   loss: str, closed: bool) -> Load:
     """A `mrp.workcenter.productivity` line. The started and ended events write the
     same external id (the downtime id); the end row repeats every field, so the line
-    is right even when the start never reached Odoo."""
+    is right even when the start never reached Odoo.
+
+    An operator's classification (downtime.classified) writes the same line again with
+    the loss its code maps to, over the time it covers. The second part of a split stop
+    is a line of its own, under the derived id `dt_<downtime id>_2`: the first line is
+    shortened to the split and the second covers the rest, so the two add up to the
+    stop. Each row carries every field, so any order of arrival ends the same."""
     downtime_id = str(data.get("downtime_id") or event_id)
     reason = str(data.get("reason") or "unclassified")
+    part = data.get("part") if data.get("parts") == 2 else None
     description = f"{reason} (floorlink downtime {downtime_id}"
+    if part is not None:
+        description += f", part {part} of 2"
+    if data.get("classified_by"):
+        description += f", reason given by {data['classified_by']} at the line"
     if data.get("work_order"):
         description += f", work order {data['work_order']}"
     description += ")"
+    xmlid = external_id("dt", downtime_id) + ("_2" if part == 2 else "")
     pairs: list[tuple[str, Any]] = [
-        ("id", external_id("dt", downtime_id)),
+        ("id", xmlid),
         ("workcenter_id/.id", workcenter),
         ("loss_id/id", loss),
         ("date_start", odoo_datetime(str(data["started_at"]))),

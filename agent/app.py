@@ -76,6 +76,7 @@ class Agent:
         self._make_driver = DriverFactory()
         self._status_users: dict[str, str] | None = None
         self._operators: list[Operator] | None = None
+        self._line_gate: LineGate | None = None
 
     def request_stop(self) -> None:
         """Stop gracefully: confirm production, deliver what can be delivered, then exit."""
@@ -186,7 +187,8 @@ class Agent:
         def locked(until: float) -> None:
             self.board.line_locked_until = until
 
-        return LineDesk(LineGate(self._operators), outbox, pipeline.specs,
+        self._line_gate = LineGate(self._operators)
+        return LineDesk(self._line_gate, outbox, pipeline.specs,
                         self._sample_queue.put_nowait, on_lock=locked)
 
     def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
@@ -241,6 +243,7 @@ class Agent:
             return
         steps, applied = plan(self.config, loaded)
         self.board.config_error = None
+        self._reload_operators(loaded)
         self.board.restart_needed = steps.restart_needed
         if steps.restart_needed:
             log.warning("configuration reloaded; these changes wait for a restart "
@@ -257,6 +260,22 @@ class Agent:
             await self._restart_uplink(uplink_id, applied)
         self.config = applied
         self.board.config_loaded_at = time.time()
+
+    def _reload_operators(self, loaded: Config) -> None:
+        """The operators file is read again on every reload: a shift lead adds a person
+        without a restart. (Turning the line page on or off waits for one.)"""
+        if self._line_gate is None or loaded.status.operators_file is None:
+            return
+        try:
+            operators = line_operators(loaded)
+        except ConfigError as exc:
+            self.board.config_error = f"the operators file was not reloaded: {exc}"
+            log.error("line page: the operators file was not reloaded; the previous "
+                      "operators keep their logins: %s", exc)
+            return
+        if operators:
+            self._line_gate.replace_operators(operators)
+            log.info("line page: %d operator(s)", len(operators))
 
     async def _restart_uplink(self, uplink_id: str, config: Config) -> None:
         """Unacknowledged events stay behind the old forwarder's cursor: the new one

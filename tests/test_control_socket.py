@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from agent.control import operations
+from agent import audit
 from agent.control.server import MAX_IDS, AgentLock, ControlServer
 from buffer import Outbox
 
@@ -51,7 +51,7 @@ async def test_a_replay_body_that_is_no_request_is_refused_with_what_is_wrong(
     assert answer.text.startswith("bad request body (")
     assert said in answer.text
     assert "Traceback" not in answer.text
-    assert not operations.audit_path(outbox).exists()  # nothing was done, nothing audited
+    assert not audit.audit_path(outbox).exists()  # nothing was done, nothing audited
 
 
 async def test_alarm_keys_are_checked_and_a_good_replay_still_works(
@@ -61,17 +61,17 @@ async def test_alarm_keys_are_checked_and_a_good_replay_still_works(
             ).status_code == 400
     answer = await client.post("/buffer/replay", json={"ids": [f"e{n}" for n in range(50)]})
     assert answer.json() == {"queued": 0}
-    [line] = operations.audit_path(outbox).read_text().splitlines()
+    [line] = audit.audit_path(outbox).read_text().splitlines()
     entry = json.loads(line)
     assert (len(entry["ids"]), entry["ids_not_listed"]) == (20, 30)  # one line stays short
 
 
 async def test_the_audit_log_rotates(control: tuple[httpx.AsyncClient, Outbox]) -> None:
     client, outbox = control
-    path = operations.audit_path(outbox)
-    path.write_text("x" * (operations.AUDIT_ROTATE_BYTES + 1))
+    path = audit.audit_path(outbox)
+    path.write_text("x" * (audit.AUDIT_ROTATE_BYTES + 1))
     await client.post("/buffer/alarms/clear", json={"key": "buffer.dropped"})
-    assert path.with_name("audit.log.1").stat().st_size > operations.AUDIT_ROTATE_BYTES
+    assert path.with_name("audit.log.1").stat().st_size > audit.AUDIT_ROTATE_BYTES
     assert json.loads(path.read_text())["action"] == "clear-alarm"
 
 

@@ -150,6 +150,13 @@ async def test_an_operator_classifies_and_splits_stops_and_they_reach_mqtt_and_o
                               "button[name=code][value=\"21\"]').click()")
             flash = await tab.evaluate("document.querySelector('.flash').innerText")
             assert flash == "Saved: Waiting for material."
+            if os.environ.get("FLOORLINK_SCREENSHOT"):  # the README's picture of /line
+                shot = await tab.screenshot()
+                await asyncio.to_thread(Path(os.environ["FLOORLINK_SCREENSHOT"]).write_bytes,
+                                        shot)
+            # Nothing scrolls sideways on a phone.
+            assert await tab.evaluate(
+                "document.documentElement.scrollWidth <= window.innerWidth")
             # The split: at 5 s into the 14 s stop, tool change and then a quality check.
             started = _epoch(str(long["started_at"]))
             at = time.strftime("%H:%M:%S", time.gmtime(started + 5))
@@ -162,11 +169,6 @@ async def test_an_operator_classifies_and_splits_stops_and_they_reach_mqtt_and_o
             text = await tab.evaluate("document.body.innerText")
             assert "Part 1" in text
             assert "Part 2" in text
-            if os.environ.get("FLOORLINK_SCREENSHOT"):  # scripts/status-screenshots
-                await tab.open(f"{base}/line", 360, 780)
-                shot = await tab.screenshot()
-                await asyncio.to_thread(Path(os.environ["FLOORLINK_SCREENSHOT"]).write_bytes,
-                                        shot)
 
         def classified() -> list[dict[str, object]]:
             return [e["data"] for e in collector.unique_events()
@@ -250,3 +252,63 @@ def _epoch(text: str) -> float:
 def _odoo_epoch(text: object) -> float:
     from datetime import UTC, datetime
     return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
+
+
+async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
+        tmp_path: Path, broker: Broker, collector: Collector) -> None:
+    """Offline: the page works with the uplink down, and what it saved is in the buffer,
+    committed, before it said so: a SIGKILL right after loses nothing."""
+    operators = tmp_path / "operators"
+    operators.write_text(f"ana:{PIN}:press-2\n")
+    os.chmod(operators, 0o600)
+    press = ModbusPress(PressModel("press-2", seed=1), free_port())
+    await press.start()
+    await press.publish(PressSnapshot(1, 0, 0, 0, False, 0, "", ""))
+    status_port = free_port()
+    config = CONFIG.format(
+        modbus_port=press.port, buffer=tmp_path / "buffer.db", mqtt_port=broker.port,
+        odoo_url="http://127.0.0.1:9", status_port=status_port, technicians="null",
+        operators=operators)
+    config = config[:config.index("  - id: erp")] + config[config.index("status:"):]
+    agent = AgentProcess(tmp_path, config.replace("  credentials_file: null\n", ""))
+    agent.start()
+    base = f"http://127.0.0.1:{status_port}"
+    try:
+        await asyncio.to_thread(wait_until, lambda: any(
+            e["type"].endswith("machine.state_changed.v1") for e in collector.events()),
+            45, f"the first state\n{agent.log()}")
+        await asyncio.to_thread(broker.stop)
+        await stop_for(press, 2.5)
+        async with httpx.AsyncClient(base_url=base) as http:
+            stop_id = ""
+            for _ in range(100):
+                csrf_page = await http.get("/line")
+                if csrf_page.status_code == 401:
+                    assert (await http.post("/line/login", data={"pin": PIN})).status_code == 303
+                    continue
+                found = re.search(r'id="stop-([0-9a-f-]+)"', csrf_page.text)
+                if found and "to " in csrf_page.text:
+                    stop_id = found.group(1)
+                    break
+                await asyncio.sleep(0.2)
+            assert stop_id, "the stop never showed on the page"
+            token = re.search(r'name=csrf value="([^"]+)"', csrf_page.text)
+            assert token is not None
+            saved = await http.post("/line/classify", data={
+                "csrf": token.group(1), "asset": "press-2", "downtime": stop_id, "code": "23"})
+            assert saved.status_code == 303
+            assert "Saved: Quality check." in (await http.get("/line")).text
+        agent.kill()  # the moment after "Saved"
+        await asyncio.to_thread(broker.start)
+        agent.start()
+
+        def classified() -> list[dict[str, object]]:
+            return [e["data"] for e in collector.unique_events()
+                    if e["type"].endswith("downtime.classified.v1")]
+
+        await until(lambda: classified(), 45, f"the classification\n{agent.log()[-3000:]}")
+        assert [(c["downtime_id"], c["reason"], c["classified_by"]) for c in classified()] == [
+            (stop_id, "Quality check", "ana")]
+    finally:
+        agent.stop()
+        await press.stop()

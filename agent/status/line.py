@@ -107,7 +107,7 @@ class LineDesk:
             if self.gate.lock_left() > 0 and not was_locked and self.on_lock:
                 self.on_lock(time.time() + self.gate.lock_left())
             return _html(pin_form("That PIN is not known. Try again."), 401)
-        self.gate.throttle.succeeded(client)
+        self.gate.succeeded(client)
         log.info("line page: %s logged in from %s", operator.person, client)
         return _redirect(cookie(LINE_COOKIE, self.gate.open_session(operator),
                                 SESSION_SECONDS, LINE_PATH))

@@ -122,8 +122,10 @@ def _asset(asset: AssetView, token: str, now: float) -> str:
 def _stop(asset: AssetView, stop: StopView, token: str, now: float) -> str:
     zone = ZoneInfo(asset.timezone)
     until = stop.end if stop.end is not None else now
-    when = (f"{_clock(stop.start, zone, now)} to {_clock(stop.end, zone, now)}"
-            if stop.end is not None else f"since {_clock(stop.start, zone, now)}, going on")
+    short = until - stop.start < 120  # seconds on the clock, or both ends read alike
+    when = (f"{_clock(stop.start, zone, now, short)} to {_clock(stop.end, zone, now, short)}"
+            if stop.end is not None
+            else f"since {_clock(stop.start, zone, now, short)}, going on")
     head = (f'<div class=when>{when}, {_minutes(until - stop.start)}</div>')
     hidden = (f'<input type=hidden name=csrf value="{token}">'
               f'<input type=hidden name=asset value="{escape(asset.id)}">'
@@ -149,7 +151,9 @@ def _stop(asset: AssetView, stop: StopView, token: str, now: float) -> str:
 
 def _part(asset: AssetView, stop: StopView, part: PartView, hidden: str, zone: ZoneInfo,
           now: float) -> str:
-    span = f"{_clock(part.start, zone, now)} to {_clock(part.end, zone, now)}"
+    end = part.end if part.end is not None else stop.end
+    short = end is not None and end - part.start < 120
+    span = f"{_clock(part.start, zone, now, short)} to {_clock(end, zone, now, short)}"
     return (f'<div class=what>Part {part.number}, {span}: <b>{escape(part.reason)}</b>'
             f'<span class=mute> (given by {escape(part.by)})</span></div>'
             + _details(f"Change part {part.number}",
@@ -187,12 +191,13 @@ def _details(label: str, inner: str) -> str:
     return f"<details><summary>{escape(label)}</summary>{inner}</details>"
 
 
-def _clock(at: float | None, zone: ZoneInfo, now: float) -> str:
+def _clock(at: float | None, zone: ZoneInfo, now: float, seconds: bool = False) -> str:
     if at is None:
         return "now"
     moment = datetime.fromtimestamp(at, zone)
     today = datetime.fromtimestamp(now, zone).date()
-    return moment.strftime("%H:%M" if moment.date() == today else "%a %H:%M")
+    shown = "%H:%M:%S" if seconds else "%H:%M"
+    return moment.strftime(shown if moment.date() == today else f"%a {shown}")
 
 
 def _minutes(seconds: float) -> str:

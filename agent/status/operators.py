@@ -13,7 +13,8 @@ stops, why a session ends with the shift, and why wrong PINs lock the door. Each
 may try a few, then waits (doubling, up to 15 min); and across all clients, after
 LOCK_AFTER wrong PINs within LOCK_WINDOW seconds, PIN logins stop for LOCK_SECONDS, with
 an alarm on the technicians' page, because a guesser on the plant network may use many
-addresses.
+addresses. Each lock-out that follows another without a right PIN between them lasts
+twice as long, up to LONGEST_LOCK: a guesser gets about 200 tries a day, not thousands.
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ TOKEN_SECONDS = 3600
 LOCK_AFTER = 20
 LOCK_WINDOW = 600.0
 LOCK_SECONDS = 600.0
+LONGEST_LOCK = 4 * 3600.0
 POSTS_PER_MINUTE = 30  # a person classifies a stop in seconds, not many a second
 
 
@@ -155,7 +157,15 @@ class LineGate:
         self._failures: deque[float] = deque()
         self.locked_until = 0.0
         self.lockouts = 0
+        self._locks_in_row = 0  # lock-outs since the last right PIN
         self._sessions: dict[str, LineSession] = {}
+
+    def replace_operators(self, operators: list[Operator]) -> None:
+        """A reloaded file: a person taken out (or given other assets or another PIN) is
+        logged out at once."""
+        self.operators = operators
+        kept = set(operators)
+        self._sessions = {k: s for k, s in self._sessions.items() if s.operator in kept}
 
     def log_in(self, pin: str) -> Operator | None:
         """The operator with this PIN. Every PIN is compared, so timing tells nothing."""
@@ -172,12 +182,19 @@ class LineGate:
         while self._failures and now - self._failures[0] > LOCK_WINDOW:
             self._failures.popleft()
         if len(self._failures) >= LOCK_AFTER:
-            self.locked_until = now + LOCK_SECONDS
+            seconds = min(LOCK_SECONDS * 2 ** min(self._locks_in_row, 16), LONGEST_LOCK)
+            self.locked_until = now + seconds
             self.lockouts += 1
+            self._locks_in_row += 1
             self._failures.clear()
             log.error("line page: %d wrong PINs within %.0f min: PIN logins are locked for "
                       "%.0f min. Someone may be guessing PINs on the plant network; the log "
-                      "names the addresses", LOCK_AFTER, LOCK_WINDOW / 60, LOCK_SECONDS / 60)
+                      "names the addresses", LOCK_AFTER, LOCK_WINDOW / 60, seconds / 60)
+
+    def succeeded(self, client: str) -> None:
+        """A right PIN: the client's waits end, and the next lock-out starts short again."""
+        self.throttle.succeeded(client)
+        self._locks_in_row = 0
 
     def lock_left(self) -> float:
         return max(self.locked_until - time.monotonic(), 0.0)

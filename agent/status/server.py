@@ -1,4 +1,6 @@
-"""The status endpoint: reads the board, never changes the agent.
+"""The status endpoint: reads the board, never changes the agent. One exception, the
+operators' line page (line.py), hands a person's reason for a stop to the pipeline's
+queue; even it writes nothing itself.
 
 GET /         the technician's page (HTML, refreshes itself)
 GET /status   the same as JSON

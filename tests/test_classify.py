@@ -16,6 +16,9 @@ from agent.events import Lane
 from agent.pipeline import Pipeline
 from agent.settings import load_config_text
 from agent.shared import Classification, ClassificationRefused, Sample
+from agent.shift.figures import is_micro_stop
+from agent.shift.view import figures_for
+from agent.shift.windows import Window
 from buffer import Outbox, downtimes
 from buffer.history import segments
 
@@ -188,3 +191,23 @@ async def _classified(pipeline: Pipeline) -> list[Stored]:
     bodies = [json.loads(row.body) for row in rows]
     return [Stored(b["id"], b["sequence"], b["data"]) for b in bodies
             if b["type"] == "floorlink.downtime.classified.v1"]
+
+
+async def test_the_parts_of_a_split_stop_stay_downtime_in_the_shift_figures(
+        tmp_path: Path) -> None:
+    """A 30 s stop (micro_stop 10 s) split at 5 s: a 5 s part is no micro-stop."""
+    clock = [10_000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    stop = await stop_between(pipeline, clock, 10_000.0, 10_030.0)
+    await ask(pipeline, downtime_id=stop, code=7, split_at=10_005.0, second_code=21)
+    spec = pipeline.specs[0]
+    window = Window(9_000.0, 11_000.0, "test")
+    figures, history = await figures_for(pipeline.outbox, spec, window, 11_000.0)
+    down = [(s.end - s.start if s.end else None, s.reason) for s in history
+            if s.state == "down"]
+    assert down == [(5.0, "Jam"), (25.0, "Waiting for material")]
+    assert not any(is_micro_stop(s, spec.micro_stop) for s in history)
+    pareto = figures.view()["downtime_by_reason"]
+    assert {reason: (round(v["minutes"] * 60), v["count"]) for reason, v in pareto.items()} == {
+        "Waiting for material": (25, 1), "Jam": (5, 1)}
+    await pipeline.outbox.close()

@@ -94,6 +94,14 @@ async def stop_for(press: ModbusPress, seconds: float) -> None:
     await press.publish(PressSnapshot(1, 0, 0, 0, False, 0, "", ""))
 
 
+async def start_agent(agent: AgentProcess, collector: Collector) -> None:
+    """Start the agent; return once its first state is at the broker."""
+    agent.start()
+    await asyncio.to_thread(wait_until, lambda: any(
+        e["type"].endswith("machine.state_changed.v1") for e in collector.events()),
+        45, f"the first state\n{agent.log()}")
+
+
 async def submit(tab: Tab, script: str) -> None:
     """Run a click or a submit in the page and wait for the page it leads to."""
     await tab.call("Runtime.evaluate", expression=f"setTimeout(() => {{{script}}}, 0)")
@@ -118,12 +126,9 @@ async def test_an_operator_classifies_and_splits_stops_and_they_reach_mqtt_and_o
         modbus_port=press.port, buffer=tmp_path / "buffer.db", mqtt_port=broker.port,
         odoo_url=odoo_thread.odoo.url, status_port=status_port, technicians=technicians,
         operators=operators))
-    agent.start()
     base = f"http://127.0.0.1:{status_port}"
     try:
-        await asyncio.to_thread(wait_until, lambda: any(
-            e["type"].endswith("machine.state_changed.v1") for e in collector.events()),
-            45, f"the first state\n{agent.log()}")
+        await start_agent(agent, collector)
         await stop_for(press, 3.0)
         await asyncio.sleep(1.0)
         await stop_for(press, 14.0)
@@ -271,12 +276,9 @@ async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
         operators=operators)
     config = config[:config.index("  - id: erp")] + config[config.index("status:"):]
     agent = AgentProcess(tmp_path, config.replace("  credentials_file: null\n", ""))
-    agent.start()
     base = f"http://127.0.0.1:{status_port}"
     try:
-        await asyncio.to_thread(wait_until, lambda: any(
-            e["type"].endswith("machine.state_changed.v1") for e in collector.events()),
-            45, f"the first state\n{agent.log()}")
+        await start_agent(agent, collector)
         await asyncio.to_thread(broker.stop)
         await stop_for(press, 2.5)
         async with httpx.AsyncClient(base_url=base) as http:

@@ -107,9 +107,10 @@ def compute(window: Window, now: float, segments: Sequence[Segment], parts: Sequ
 
 def is_micro_stop(segment: Segment, micro_stop: float) -> bool:
     """A stop shorter than the asset's threshold, whether derivation reported it one by
-    one (`micro`) or summarised it."""
+    one (`micro`) or summarised it. A short segment with a downtime's reason is a part
+    of a downtime (an operator split it), not a micro-stop."""
     closed = segment.end is not None and segment.end - segment.start < micro_stop
-    return segment.state == "down" and (segment.micro or closed)
+    return segment.state == "down" and (segment.micro or (closed and segment.reason is None))
 
 
 def _oee(figures: ShiftFigures, ideal_time: float, has_ideal: bool) -> None:

@@ -27,7 +27,6 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from datetime import time as clock_time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
 from zoneinfo import ZoneInfo
 
 from buffer import downtimes
@@ -37,7 +36,7 @@ from ..httpserve import HttpError, Request, Response
 from ..shared import Classification, ClassificationRefused
 from ..shift.view import shift_before, shift_of
 from .linepage import AssetView, PartView, StopView, page, pin_form
-from .login import NO_STORE, cookie, same_origin
+from .login import NO_STORE, cookie, posted_form
 from .operators import SESSION_SECONDS, LineGate, LineSession
 
 if TYPE_CHECKING:
@@ -228,16 +227,7 @@ def _stop_view(row: downtimes.DowntimeRow) -> StopView:
 
 
 def _form(request: Request) -> dict[str, str]:
-    if len(request.body) > MAX_FORM:
-        raise HttpError(413, f"a line page form is under {MAX_FORM} bytes\n", headers=NO_STORE)
-    if not same_origin(request):
-        raise HttpError(403, "this form is posted from the line page itself, not from "
-                             "another site\n", headers=NO_STORE)
-    try:
-        return dict(parse_qsl(request.body.decode("utf-8"), max_num_fields=10))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise HttpError(400, "the form did not arrive whole; open /line again\n",
-                        headers=NO_STORE) from exc
+    return posted_form(request, MAX_FORM, LINE_PATH)
 
 
 def _number(form: dict[str, str], name: str, default: int | None = None) -> int:

@@ -60,15 +60,7 @@ def login_form(message: str = "", status: int = 401) -> Response:
 
 async def log_in(request: Request, gate: Gate) -> Response:
     """POST /login: a session and a redirect to the page, or the form again."""
-    if len(request.body) > MAX_FORM:
-        raise HttpError(413, f"a login form is under {MAX_FORM} bytes\n", headers=NO_STORE)
-    if not same_origin(request):
-        raise HttpError(403, "this form is posted from the status page itself, not from "
-                             "another site\n", headers=NO_STORE)
-    try:
-        form = dict(parse_qsl(request.body.decode("utf-8"), max_num_fields=10))
-    except (UnicodeDecodeError, ValueError):
-        return login_form("The form did not arrive whole; please try again.", 400)
+    form = posted_form(request, MAX_FORM, "/login")
     expected = request.cookie(CSRF_COOKIE)
     given = form.get("csrf", "")
     if not expected or not hmac.compare_digest(expected.encode(), given.encode()):
@@ -87,6 +79,21 @@ async def log_in(request: Request, gate: Gate) -> Response:
         *NO_STORE, ("Location", "/"),
         ("Set-Cookie", cookie(SESSION_COOKIE, gate.open_session(), SESSION_SECONDS)),
         ("Set-Cookie", cookie(CSRF_COOKIE, "", 0))])
+
+
+def posted_form(request: Request, limit: int, page: str) -> dict[str, str]:
+    """The fields of a form posted from `page` of this server: HttpError when it is over
+    `limit` bytes, comes from another site, or is not a form."""
+    if len(request.body) > limit:
+        raise HttpError(413, f"a form of {page} is under {limit} bytes\n", headers=NO_STORE)
+    if not same_origin(request):
+        raise HttpError(403, f"this form is posted from {page} itself, not from another "
+                             "site\n", headers=NO_STORE)
+    try:
+        return dict(parse_qsl(request.body.decode("utf-8"), max_num_fields=10))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise HttpError(400, f"the form did not arrive whole: open {page} again\n",
+                        headers=NO_STORE) from exc
 
 
 def same_origin(request: Request) -> bool:

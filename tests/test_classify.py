@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+from test_contract import SCHEMA_DIR
 
 from agent.derive import DeriveContext, compile_assets
 from agent.events import Lane
@@ -210,4 +212,28 @@ async def test_the_parts_of_a_split_stop_stay_downtime_in_the_shift_figures(
     pareto = figures.view()["downtime_by_reason"]
     assert {reason: (round(v["minutes"] * 60), v["count"]) for reason, v in pareto.items()} == {
         "Waiting for material": (25, 1), "Jam": (5, 1)}
+    await pipeline.outbox.close()
+
+
+async def test_classified_events_fit_the_published_schema(tmp_path: Path) -> None:
+    clock = [10_000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    stop = await stop_between(pipeline, clock, 10_000.0, 10_600.0, fault=7)
+    await ask(pipeline, downtime_id=stop, code=21)
+    await ask(pipeline, downtime_id=stop, code=22, split_at=10_100.0, second_code=7)
+    clock[0] = 11_000.0
+    await pipeline.step([state(3, 11_000.0)])
+    clock[0] = 11_020.0
+    started = await pipeline.step([])
+    open_stop = next(e.data["downtime_id"] for e in started if e.type == "downtime.started")
+    await ask(pipeline, downtime_id=open_stop, code=21)
+    clock[0] = 11_100.0
+    await pipeline.step([state(1, 11_100.0)])
+    rows = await pipeline.outbox.fetch(Lane.BUSINESS, 0, 1000)
+    documents = [json.loads(row.body) for row in rows]
+    kinds = [d["type"] for d in documents]
+    assert kinds.count("floorlink.downtime.classified.v1") == 4
+    for document in documents:
+        jsonschema.validate(document, json.loads(
+            (SCHEMA_DIR / f"{document['type']}.json").read_text()))
     await pipeline.outbox.close()

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from cdp import Tab, chromium
 from conftest import AgentProcess, Broker, Collector, free_port, wait_until
+from test_https_uplink import Middleware
 from test_odoo_end_to_end import KEY, OdooThread
 
 from agent.simulator.model import PressModel, PressSnapshot
@@ -259,10 +260,14 @@ def _odoo_epoch(text: object) -> float:
     return datetime.strptime(str(text), "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC).timestamp()
 
 
-async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
-        tmp_path: Path, broker: Broker, collector: Collector) -> None:
-    """Offline: the page works with the uplink down, and what it saved is in the buffer,
-    committed, before it said so: a SIGKILL right after loses nothing."""
+async def test_a_classification_made_while_the_uplinks_are_down_survives_kill_9(
+        tmp_path: Path, broker: Broker, collector: Collector,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Offline: the page works with the broker and the middleware down, and what it saved
+    is in the buffer, committed, before it said so: a SIGKILL right after loses nothing,
+    and both uplinks deliver it when they are back."""
+    monkeypatch.setenv("TEST_WEBHOOK_SECRET", "a-webhook-secret-of-32-characters!!")
+    middleware = Middleware()
     operators = tmp_path / "operators"
     operators.write_text(f"ana:{PIN}:press-2\n")
     os.chmod(operators, 0o600)
@@ -274,7 +279,9 @@ async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
         modbus_port=press.port, buffer=tmp_path / "buffer.db", mqtt_port=broker.port,
         odoo_url="http://127.0.0.1:9", status_port=status_port, technicians="null",
         operators=operators)
-    config = config[:config.index("  - id: erp")] + config[config.index("status:"):]
+    https = (f"  - {{id: mw, type: https, url: 'http://127.0.0.1:{middleware.port}/events', "
+             "signing_secret: '${env:TEST_WEBHOOK_SECRET}'}\n")
+    config = config[:config.index("  - id: erp")] + https + config[config.index("status:"):]
     agent = AgentProcess(tmp_path, config.replace("  credentials_file: null\n", ""))
     base = f"http://127.0.0.1:{status_port}"
     try:
@@ -302,6 +309,7 @@ async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
             assert "Saved: Quality check." in (await http.get("/line")).text
         agent.kill()  # the moment after "Saved"
         await asyncio.to_thread(broker.start)
+        await middleware.start()
         agent.start()
 
         def classified() -> list[dict[str, object]]:
@@ -311,6 +319,12 @@ async def test_a_classification_made_while_the_broker_is_down_survives_kill_9(
         await until(lambda: classified(), 45, f"the classification\n{agent.log()[-3000:]}")
         assert [(c["downtime_id"], c["reason"], c["classified_by"]) for c in classified()] == [
             (stop_id, "Quality check", "ana")]
+        await until(lambda: any(e["type"].endswith("downtime.classified.v1")
+                                for e in middleware.accepted), 30, "the classification by HTTPS")
+        over_https = [e["data"] for e in middleware.accepted
+                      if e["type"].endswith("downtime.classified.v1")]
+        assert {e["downtime_id"] for e in over_https} == {stop_id}
     finally:
         agent.stop()
         await press.stop()
+        await middleware.stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -324,6 +325,13 @@ async def test_a_classification_made_while_the_uplinks_are_down_survives_kill_9(
         over_https = [e["data"] for e in middleware.accepted
                       if e["type"].endswith("downtime.classified.v1")]
         assert {e["downtime_id"] for e in over_https} == {stop_id}
+        # A shift lead adds a person: a reload, no restart. (Ana stays.)
+        operators.write_text(f"ana:{PIN}:press-2\neve:55555:press-2\n")
+        assert agent.proc is not None
+        agent.proc.send_signal(signal.SIGHUP)
+        async with httpx.AsyncClient(base_url=base) as http:
+            await until(lambda: "line page: 2 operator(s)" in agent.log(), 15, "the reload")
+            assert (await http.post("/line/login", data={"pin": "55555"})).status_code == 303
     finally:
         agent.stop()
         await press.stop()

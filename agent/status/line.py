@@ -147,8 +147,8 @@ class LineDesk:
         """Into the pipeline's queue; then wait for its commit (or its refusal)."""
         outcome: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         choice = replace(choice, outcome=outcome)
-        # The pipeline may answer after the page stopped waiting: nobody reads that answer.
-        outcome.add_done_callback(lambda done: done.cancelled() or done.exception())
+        # Audited when committed, even if that comes after the page stopped waiting.
+        outcome.add_done_callback(self._audit_when_saved(choice, request.remote, action))
         try:
             self.submit(choice)
         except asyncio.QueueFull:
@@ -165,16 +165,26 @@ class LineDesk:
             return self._told(session, "error", "Not saved yet: the agent cannot write to "
                               "its disk at the moment. Your choice is waiting; check this stop "
                               "again in a few minutes.")
-        events = ids.split()
-        audit(self.outbox, choice.person, f"line page from {request.remote}", action,
-              len(events), asset=choice.asset, downtime=choice.downtime_id, code=choice.code,
-              part=choice.part, split_at=choice.split_at, second_code=choice.second_code,
-              ids=events)
+        log.info("line page: %s gave stop %s of %s the reason(s) %s (events %s)",
+                 choice.person, choice.downtime_id, choice.asset,
+                 _codes(choice), ids)
         spec = self.specs[choice.asset]
         said = spec.operator_reasons[choice.code][0]
         if choice.second_code is not None:
             said += f", then {spec.operator_reasons[choice.second_code][0]}"
         return self._told(session, "ok", f"Saved: {said}.", f"#stop-{choice.downtime_id}")
+
+    def _audit_when_saved(self, choice: Classification, client: str, action: str
+                          ) -> Callable[[asyncio.Future[str]], None]:
+        def saved(outcome: asyncio.Future[str]) -> None:
+            if outcome.cancelled() or outcome.exception() is not None:
+                return  # refused: nothing changed
+            events = outcome.result().split()
+            audit(self.outbox, choice.person, f"line page from {client}", action,
+                  len(events), asset=choice.asset, downtime=choice.downtime_id,
+                  code=choice.code, part=choice.part, split_at=choice.split_at,
+                  second_code=choice.second_code, ids=events)
+        return saved
 
     # ------------------------------------------------------------ checks
 
@@ -211,6 +221,11 @@ class LineDesk:
     def _told(self, session: LineSession, tone: str, text: str, anchor: str = "") -> Response:
         session.flash = (tone, text)
         return _redirect(None, anchor)
+
+
+def _codes(choice: Classification) -> str:
+    return (f"{choice.code}" if choice.second_code is None
+            else f"{choice.code} and {choice.second_code}, split at {choice.split_at}")
 
 
 def _stop_view(row: downtimes.DowntimeRow) -> StopView:

@@ -189,7 +189,7 @@ class Agent:
 
         self._line_gate = LineGate(self._operators)
         return LineDesk(self._line_gate, outbox, pipeline.specs,
-                        self._sample_queue.put_nowait, on_lock=locked)
+                        self._sample_queue.put, on_lock=locked)
 
     def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
         return Forwarder(uplink, self._outbox(), _window(settings), settings.max_rate,

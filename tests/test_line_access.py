@@ -21,6 +21,7 @@ from agent.errors import ConfigError
 from agent.pipeline import Pipeline
 from agent.settings import load_config_text
 from agent.shared import QueueItem, Sample
+from agent.status import line as line_module
 from agent.status import operators as line_operators_module
 from agent.status.board import StatusBoard
 from agent.status.line import LineDesk
@@ -86,8 +87,9 @@ def test_one_code_means_one_reason(tmp_path: Path) -> None:
 
 
 class Desk:
-    def __init__(self, base: str, pipeline: Pipeline, server: StatusServer) -> None:
-        self.base, self.pipeline, self.server = base, pipeline, server
+    def __init__(self, base: str, pipeline: Pipeline, server: StatusServer,
+                 writer: asyncio.Task[None]) -> None:
+        self.base, self.pipeline, self.server, self.writer = base, pipeline, server, writer
 
     async def stop_of(self, asset: str = "press-1") -> str:
         """A closed stop of `asset`, made by PLC samples through the pipeline."""
@@ -116,13 +118,13 @@ async def desk(tmp_path: Path) -> AsyncIterator[Desk]:
                         DeriveContext(site="s", agent="a", epoch=outbox.epoch), queue)
     operators = line_operators(config)
     assert operators is not None
-    desk = LineDesk(LineGate(operators), outbox, pipeline.specs, queue.put_nowait)
+    desk = LineDesk(LineGate(operators), outbox, pipeline.specs, queue.put)
     port = free_port()
     server = StatusServer(StatusBoard(site="s", agent="a"), "127.0.0.1", port, line=desk)
     await server.start()
     task = asyncio.create_task(pipeline.run())
     try:
-        yield Desk(f"http://127.0.0.1:{port}", pipeline, server)
+        yield Desk(f"http://127.0.0.1:{port}", pipeline, server, task)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -260,3 +262,27 @@ async def test_hostile_forms_get_a_clear_answer_and_change_nothing(
         binary = await http.post("/line/classify", content=b"\xff\xfe" * 100)
         assert binary.status_code in (400, 403)
     assert desk.pipeline.events_committed == before
+
+
+async def test_a_writer_that_does_not_answer_is_told_honestly(
+        desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer stalls (as on a full disk): the page says the choice is not saved yet;
+    with the queue full as well, that the agent is busy. Nothing claims "Saved"."""
+    stop = await desk.stop_of("press-1")
+    desk.writer.cancel()
+    await asyncio.gather(desk.writer, return_exceptions=True)
+    monkeypatch.setattr(line_module, "ANSWER_SECONDS", 0.3)
+    monkeypatch.setattr(line_module, "ENQUEUE_SECONDS", 0.3)
+    async with httpx.AsyncClient(base_url=desk.base) as http:
+        form = {"csrf": await log_in(http), "asset": "press-1", "downtime": stop,
+                "code": "21"}
+        assert (await http.post("/line/classify", data=form)).status_code == 303
+        assert "Not saved yet" in (await http.get("/line")).text
+        queue = desk.pipeline.queue
+        while not queue.full():
+            queue.put_nowait([])
+        form["csrf"] = await token(http)
+        assert (await http.post("/line/classify", data=form)).status_code == 303
+        page = (await http.get("/line")).text
+        assert "The agent is busy" in page
+        assert "Saved" not in page

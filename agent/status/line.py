@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from datetime import datetime, timedelta
 from datetime import time as clock_time
@@ -52,7 +52,8 @@ MAX_FORM = 2048  # a token, an asset, a stop id, two codes and a time
 ANSWER_SECONDS = 10.0  # how long the page waits for the pipeline's commit
 HTML = "text/html; charset=utf-8"
 
-Submit = Callable[[Classification], None]  # raises asyncio.QueueFull when the queue is full
+Submit = Callable[[Classification], Awaitable[None]]  # the pipeline queue's put
+ENQUEUE_SECONDS = 5.0  # the queue is full only while the writer is far behind the drivers
 
 
 class LineDesk:
@@ -150,8 +151,10 @@ class LineDesk:
         # Audited when committed, even if that comes after the page stopped waiting.
         outcome.add_done_callback(self._audit_when_saved(choice, request.remote, action))
         try:
-            self.submit(choice)
-        except asyncio.QueueFull:
+            # Waits its turn like a driver's read does: a moment, not for ever.
+            async with asyncio.timeout(ENQUEUE_SECONDS):
+                await self.submit(choice)
+        except TimeoutError:
             return self._told(session, "error", "The agent is busy: press the reason again "
                                                 "in a moment.")
         try:

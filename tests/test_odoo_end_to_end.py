@@ -37,7 +37,7 @@ class OdooThread:
         for code in ("PRESS1", "PRESS2"):
             self.odoo.workcenter(f"Press {code[-1]}", code)
             self.odoo.equipment(f"Press {code[-1]}")
-        for n in range(1001, 1031):
+        for n in (*range(1001, 1031), *range(2001, 2031)):  # press-2's and press-1's
             # Planned low, so each order closes having made its plan or more: no backorder.
             self.odoo.order(f"WO-{n}", 1)
         for n in range(1, 61):
@@ -124,7 +124,9 @@ def test_kill_midway_and_odoo_still_has_everything_once(
                                                if r["state"] == "done"})
             return closed - done
 
-        wait_until(lambda: not orders_to_close(), 45, "the closed orders to be done in Odoo")
+        wait_until(lambda: not orders_to_close(), 45,
+                   f"the closed orders to be done in Odoo: {orders_to_close()} are not\n"
+                   f"{agent.log()[-3000:]}")
         time.sleep(4)  # anything doubled would show up in this time
     finally:
         agent.stop()

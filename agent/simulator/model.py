@@ -42,6 +42,9 @@ class PressModel:
     _segment_end: float = field(init=False, default=0.0)
     _hold_toggle_at: float = field(init=False, default=0.0)
     _cycle_progress: float = field(init=False, default=0.0)
+    # Each press its own manufacturing orders: in a plant an order runs on one work
+    # center, and two presses booking one order would overwrite each other's totals.
+    first_order: int = 1001
     _order_number: int = field(init=False, default=1001)
     _lot_number: int = field(init=False, default=1)
     _last_time: float | None = field(init=False, default=None)
@@ -49,6 +52,7 @@ class PressModel:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
+        self._order_number = self.first_order
         self.snap = PressSnapshot(IDLE, self.first_counter, self.first_counter // 20, 0, False,
                                   0, self._lot(), self._order())
 

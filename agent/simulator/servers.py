@@ -133,7 +133,7 @@ async def run_line(seed: int = 7, opcua_port: int = 4840, modbus_port: int = 502
                    wait_for_signal: bool = False,
                    started: asyncio.Event | None = None) -> None:
     """Serve both presses until cancelled. With `duration`, freeze after that many seconds."""
-    presses = [PressModel("press-1", seed, cycle_time=0.3),
+    presses = [PressModel("press-1", seed, cycle_time=0.3, first_order=2001),
                PressModel("press-2", seed + 1, cycle_time=0.35, first_counter=5000)]
     servers: list[OpcUaPress | ModbusPress] = [OpcUaPress(presses[0], opcua_port),
                                                ModbusPress(presses[1], modbus_port)]

@@ -26,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .build import this_build
 from .errors import BufferError, ConfigError
 
 EX_OK = 0
@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="floorlink",
         description="Edge gateway: PLC signals to ERP-ready events, buffered, delivered.")
-    parser.add_argument("--version", action="version", version=f"floorlink {__version__}")
+    parser.add_argument("--version", action="version", version=this_build().describe())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def add(name: str, handler: Any, help_text: str, config: bool = True) -> Any:

@@ -1,4 +1,4 @@
--- floorlink buffer, schema version 3 (a fresh buffer is created from this file;
+-- floorlink buffer, schema version 4 (a fresh buffer is created from this file;
 -- an older one is brought here by buffer/migrations/NNNN.sql, after a backup).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from .. import __version__
+from ..build import this_build
 from ..events import format_time
 from .clock import ClockStatus
 from .impact import missing, refused
@@ -72,7 +72,8 @@ class StatusBoard:
             for alarm in buffer["alarms"]:
                 alarm["raised_at"] = format_time(alarm["raised_at"])
         return {
-            "agent": {"site": self.site, "id": self.agent, "version": __version__,
+            "agent": {"site": self.site, "id": self.agent, "version": this_build().version,
+                      "package": this_build().package, "commit": this_build().commit,
                       "started_at": format_time(self.started_at),
                       "uptime_s": round(now - self.started_at, 1), "healthy": self.alive,
                       "ready": self.ready, "readiness": self.readiness(),

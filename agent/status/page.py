@@ -44,6 +44,13 @@ footer{color:var(--mute);font-size:12px;padding:8px 16px 24px;text-align:center}
 """
 
 
+def _build(agent: dict[str, Any]) -> str:
+    """The package and its commit on an installed box; the version in a checkout."""
+    if agent.get("package"):
+        return f"{agent['package']} ({str(agent.get('commit') or 'commit unknown')[:12]})"
+    return str(agent["version"])
+
+
 def render(snapshot: dict[str, Any], now: float | None = None) -> str:
     now = time.time() if now is None else now
     agent = snapshot["agent"]
@@ -68,7 +75,7 @@ def render(snapshot: dict[str, Any], now: float | None = None) -> str:
         f"<title>floorlink {escape(agent['site'])}/{escape(agent['id'])}: {headline}</title>",
         f"<style>{_STYLE}{SHIFT_STYLE}</style></head><body>",
         f'<header class="{tone}"><h1>{escape(headline)}</h1>',
-        f"<p>floorlink {escape(agent['version'])} · site {escape(agent['site'])} · agent "
+        f"<p>floorlink {escape(_build(agent))} · site {escape(agent['site'])} · agent "
         f"{escape(agent['id'])} · up {_duration(agent['uptime_s'])}</p></header><main>",
         _alarms(alarms),
         _assets(snapshot["assets"], now),

@@ -33,7 +33,7 @@ from .derive import (
     apply_stop,
     apply_tick,
 )
-from .derive.classify import KnownDowntime, Part, apply_classification
+from .derive.classify import KnownDowntime, apply_classification
 from .derive.counters import new_held_back
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
@@ -164,11 +164,8 @@ class Pipeline:
             row = await downtimes.downtime(self.outbox, item.asset, item.downtime_id)
             if row is None:
                 continue
-            detail = row.detail
-            known[row.id] = KnownDowntime(
-                row.id, row.asset, row.start, row.end, detail.get("plc_code"),
-                detail.get("plc_reason"), row.work_order,
-                tuple(Part.from_json(p) for p in detail.get("parts") or [] if p))
+            known[row.id] = KnownDowntime.stored(row.id, row.asset, row.start, row.end,
+                                                 row.work_order, row.detail)
         return known
 
     def _derive(self, batches: list[QueueItem],

@@ -63,6 +63,14 @@ class KnownDowntime:
     work_order: str | None
     parts: tuple[Part, ...] = field(default=())  # empty until an operator classifies it
 
+    @classmethod
+    def stored(cls, downtime_id: str, asset: str, start: float, end: float | None,
+               work_order: str | None, detail: dict[str, Any]) -> KnownDowntime:
+        """From the history's row of the stop (buffer/downtimes.py) and its `detail`."""
+        return cls(downtime_id, asset, start, end, detail.get("plc_code"),
+                   detail.get("plc_reason"), work_order,
+                   tuple(Part.from_json(p) for p in detail.get("parts") or [] if p))
+
 
 def apply_classification(spec: AssetSpec, state: AssetState, known: KnownDowntime | None,
                          choice: Classification, now: float, ctx: DeriveContext

@@ -19,9 +19,10 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import ConfigError, ConfigIssue
 from ..logs import Summary
@@ -35,6 +36,7 @@ log = logging.getLogger("floorlink.status")
 SESSION_COOKIE = "floorlink_session"
 SESSION_SECONDS = 12 * 3600  # one shift and a half
 MAX_SESSIONS = 1000  # a shift's phones and browsers, many times over
+T = TypeVar("T")
 
 
 def load_credentials(path: Path) -> dict[str, str]:
@@ -71,6 +73,17 @@ def status_users(config: Config) -> dict[str, str] | None:
                                        str(exc))]) from exc
 
 
+def room_for_a_session(sessions: dict[str, T], expiry: Callable[[T], float], cap: int
+                       ) -> tuple[dict[str, T], str]:
+    """The sessions still live, with room for one more (when `cap` are, the one that expires
+    first makes room), and a new session key."""
+    now = time.time()
+    live = {key: held for key, held in sessions.items() if expiry(held) > now}
+    while len(live) >= cap:
+        del live[min(live, key=lambda key: expiry(live[key]))]
+    return live, secrets.token_urlsafe(32)
+
+
 class Gate:
     """Checks a request's credentials; keeps the sessions that tokens opened."""
 
@@ -93,12 +106,8 @@ class Gate:
         return self._password_ok(user, password)
 
     def open_session(self) -> str:
-        now = time.time()
-        self._sessions = {s: t for s, t in self._sessions.items() if t > now}
-        while len(self._sessions) >= MAX_SESSIONS:  # the oldest session makes room
-            del self._sessions[min(self._sessions, key=self._sessions.__getitem__)]
-        session = secrets.token_urlsafe(32)
-        self._sessions[session] = now + SESSION_SECONDS
+        self._sessions, session = room_for_a_session(self._sessions, float, MAX_SESSIONS)
+        self._sessions[session] = time.time() + SESSION_SECONDS
         return session
 
     def session_ok(self, session: str | None) -> bool:

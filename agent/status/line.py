@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from buffer import downtimes
 
 from ..audit import audit
+from ..derive.classify import KnownDowntime
 from ..httpserve import HttpError, Request, Response
 from ..shared import Classification, ClassificationRefused
 from ..shift.view import shift_before, shift_of
@@ -232,15 +233,15 @@ def _codes(choice: Classification) -> str:
 
 
 def _stop_view(row: downtimes.DowntimeRow) -> StopView:
-    parts = [p for p in row.detail.get("parts") or [] if p]
-    views = tuple(PartView(number, float(p["start"]),
-                           None if p.get("end") is None else float(p["end"]),
-                           str(p["reason"]), str(p["by"]))
-                  for number, p in enumerate(parts, 1))
-    by = views[0].by if len(views) == 1 else None
-    reason = views[0].reason if len(views) == 1 else str(row.reason or "unclassified")
-    return StopView(row.id, row.start, row.end, reason, by,
-                    unclassified=not views and not row.detail.get("plc_code"),
+    stop = KnownDowntime.stored(row.id, row.asset, row.start, row.end, row.work_order,
+                                row.detail)
+    views = tuple(PartView(number, part.start, part.end, part.reason, part.by)
+                  for number, part in enumerate(stop.parts, 1))
+    whole = views[0] if len(views) == 1 else None
+    return StopView(stop.id, stop.started_at, stop.ended_at,
+                    whole.reason if whole else str(row.reason or "unclassified"),
+                    whole.by if whole else None,
+                    unclassified=not views and not stop.plc_code,
                     parts=views if len(views) == 2 else ())
 
 

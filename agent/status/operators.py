@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import ConfigError, ConfigIssue
 from ..settings.secrets import warn_if_others_can_read
-from .auth import LoginThrottle
+from .auth import LoginThrottle, room_for_a_session
 
 if TYPE_CHECKING:
     from ..settings.models import Config
@@ -200,13 +200,9 @@ class LineGate:
         return max(self.locked_until - time.monotonic(), 0.0)
 
     def open_session(self, operator: Operator) -> str:
-        now = time.time()
-        self._sessions = {k: s for k, s in self._sessions.items() if s.expires > now}
-        while len(self._sessions) >= MAX_SESSIONS:
-            oldest = min(self._sessions, key=lambda k: self._sessions[k].expires)
-            del self._sessions[oldest]
-        key = secrets.token_urlsafe(32)
-        self._sessions[key] = LineSession(operator, now + SESSION_SECONDS)
+        self._sessions, key = room_for_a_session(self._sessions, lambda s: s.expires,
+                                                 MAX_SESSIONS)
+        self._sessions[key] = LineSession(operator, time.time() + SESSION_SECONDS)
         return key
 
     def session(self, key: str | None) -> LineSession | None:

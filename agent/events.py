@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any
 
-import uuid6
+import orjson
+import uuid_utils
 
 CONTRACT_VERSION = "v1"
 
@@ -57,8 +59,9 @@ def short_type(full: str) -> str:
 
 
 def new_event_id() -> str:
-    """A UUIDv7: time-ordered, so ids sort roughly in creation order."""
-    return str(uuid6.uuid7())
+    """A UUIDv7: time-ordered, so ids sort in creation order (uuid_utils keeps them
+    monotonic within a millisecond). 0.4 µs against 7 µs for the pure-Python uuid6."""
+    return str(uuid_utils.uuid7())
 
 
 @functools.lru_cache(maxsize=4096)  # the samples of one poll share their time
@@ -68,11 +71,39 @@ def format_time(epoch_seconds: float) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
-# One encoder for every body: json.dumps with options builds a new one per call. NaN and
-# Infinity are not JSON: refused here (ValueError), never written. Derivation publishes a
-# non-finite PLC value as null with quality bad; tests/test_contract.py holds any encoder
-# to this (orjson and msgspec would write null silently).
-_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+# The standard library's encoder, kept for what orjson will not write (an integer past
+# 64 bits, a lone surrogate): the same document then gets the same answer as before.
+_STDLIB_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False,
+                                  allow_nan=False).encode
+_ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS  # as json does: {1: "x"} is {"1": "x"}
+
+
+def encode_body(document: dict[str, Any]) -> str:
+    """Compact JSON of an event, through orjson (a tenth of json's time).
+
+    NaN and Infinity are not JSON, and orjson writes them as null without a word. So a
+    body that has a null in it is searched for them (most have none: one C-speed scan of
+    the bytes decides), and one found is refused with the standard library's own error,
+    never written. Derivation publishes a non-finite PLC value as null with quality bad;
+    tests/test_contract.py holds the encoder to this."""
+    try:
+        body = orjson.dumps(document, option=_ORJSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        return _STDLIB_ENCODE(document)  # raises for what is truly not JSON
+    if b"null" in body and _has_non_finite(document):
+        raise ValueError("Out of range float values are not JSON compliant: NaN or "
+                         "Infinity in an event body")
+    return body.decode()
+
+
+def _has_non_finite(value: object) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_non_finite(v) for v in value)
+    return False
 
 
 @dataclass(frozen=True)
@@ -103,7 +134,7 @@ class Event:
         }
 
     def to_json(self) -> str:
-        return _ENCODE(self.to_cloudevent())
+        return encode_body(self.to_cloudevent())
 
 
 def source_uri(site: str, agent: str, origin: str) -> str:

@@ -73,3 +73,39 @@ def test_a_non_finite_plc_value_is_published_as_null_with_quality_bad() -> None:
         document = json.loads(event.to_json(), parse_constant=lambda c: 1 / 0)
         jsonschema.validate(document, json.loads(
             (SCHEMA_DIR / f"{document['type']}.json").read_text()))
+
+
+def test_the_fast_encoder_writes_what_the_standard_library_writes() -> None:
+    """orjson writes the bodies; for every document the standard library can write, the
+    parsed result must be the same, and what it refuses must still be refused - NaN
+    hidden behind a null elsewhere in the body included."""
+    import math
+
+    import pytest
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from agent.events import _STDLIB_ENCODE, encode_body
+
+    scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+               | st.floats() | st.text())
+    documents = st.dictionaries(st.text() | st.integers(), st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(), inner, max_size=4), max_leaves=12), max_size=6)
+
+    @settings(max_examples=300, deadline=None)
+    @given(documents)
+    def same(document: dict[object, object]) -> None:
+        try:
+            expected = _STDLIB_ENCODE(document)
+        except ValueError:
+            with pytest.raises(ValueError, match="JSON compliant"):
+                encode_body(document)  # type: ignore[arg-type]
+            return
+        body = encode_body(document)  # type: ignore[arg-type]
+        assert json.loads(body) == json.loads(expected)
+
+    same()
+    # The case the null scan exists for: a legitimate null beside a non-finite number.
+    with pytest.raises(ValueError, match="JSON compliant"):
+        encode_body({"classified_by": None, "data": {"value": [1.0, math.nan]}})

@@ -73,7 +73,9 @@ class Agent:
         self._device_tasks: dict[str, asyncio.Task[None]] = {}
         self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
         self._sample_queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
-        self._make_driver = DriverFactory()
+        # Tags no asset uses go out only when they change (drivers/modbus/device.py).
+        self._make_driver = DriverFactory(bound=frozenset(
+            ref for asset in config.assets for _, ref in asset.tag_references()))
         self._status_users: dict[str, str] | None = None
         self._operators: list[Operator] | None = None
         self._line_gate: LineGate | None = None

@@ -46,6 +46,8 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
     time)` is told when the device stops delivering: derivation marks its assets' state
     as not known from then (the shift history's no-data time)."""
     attempt = 0
+    # Values a driver read but left out as unchanged still count as read (the metric).
+    unchanged = getattr(driver, "unchanged", 0)
     health.details = getattr(driver, "details", health.details)
     health.tag_errors = getattr(driver, "tag_errors", health.tag_errors)
     while True:
@@ -60,9 +62,12 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
                     health.state, health.since = "up", time.time()
                     health.last_error = health.last_error_at = None  # what kept it away is over
                     attempt = 0
-                health.samples += len(batch)
-                health.last_sample_at = time.time()
-                await deliver(batch)  # blocks when the pipeline is full: polls stretch
+                now_unchanged = getattr(driver, "unchanged", 0)
+                health.samples += len(batch) + now_unchanged - unchanged
+                unchanged = now_unchanged
+                health.last_sample_at = time.time()  # the device answered, changed or not
+                if batch:
+                    await deliver(batch)  # blocks when the pipeline is full: polls stretch
         except DriverError as exc:
             if health.state != "down":
                 log.warning("device %s down: %s", driver.device_id, exc)
@@ -79,13 +84,18 @@ async def run_device(driver: Driver, deliver: Callable[[list[Sample]], Awaitable
 
 class DriverFactory:
     """Builds the driver for each configured device; protocol libraries load only when a
-    device needs them, and Modbus devices on one line share its bus."""
+    device needs them, and Modbus devices on one line share its bus.
 
-    def __init__(self) -> None:
+    `bound` names the tags ("device.tag") that assets use. A polled tag outside it is
+    delivered only when its value changes (drivers/modbus/device.py says why that changes
+    nothing downstream); None delivers every value read (a probe, a test)."""
+
+    def __init__(self, bound: frozenset[str] | None = None) -> None:
         self._buses: Any = None
+        self._bound = bound
 
     def __call__(self, device: object) -> Driver:
-        from agent.settings.models import OpcUaDevice
+        from agent.settings.models import ModbusDeviceBase, OpcUaDevice
 
         if isinstance(device, OpcUaDevice):
             from .opcua.client import OpcUaDriver
@@ -94,9 +104,12 @@ class DriverFactory:
         from .modbus.bus import BusRegistry
         from .modbus.device import ModbusDriver
 
+        assert isinstance(device, ModbusDeviceBase), f"no driver for {device!r}"
         if self._buses is None:
             self._buses = BusRegistry()
-        return ModbusDriver(device, self._buses.bus_for(device))  # type: ignore[arg-type]
+        quiet = frozenset() if self._bound is None else frozenset(
+            tag.name for tag in device.tags if f"{device.id}.{tag.name}" not in self._bound)
+        return ModbusDriver(device, self._buses.bus_for(device), quiet)  # type: ignore[arg-type]
 
 
 def make_driver(device: object) -> Driver:

@@ -351,3 +351,49 @@ async def test_a_device_whose_tags_all_answer_with_an_error_is_degraded_with_an_
     finally:
         await stop(task)
         await server.shutdown()
+
+
+async def test_modbus_delivers_a_tag_no_asset_uses_only_when_it_changes() -> None:
+    """Polled every time, delivered when news: a tag no asset uses costs no sample while
+    it holds still; an asset's tags go out on every poll; after a reconnect, and after a
+    tag went bad, its value goes out again even if it is the same as before. The values
+    read but left out still count in the device's samples (the metric)."""
+    from drivers.runner import DriverFactory
+
+    port = free_port()
+    device = ModbusTcpDevice.model_validate({
+        "id": "plc", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
+        "poll_interval": 0.05, "timeout": 0.5,
+        "tags": [{"name": "state", "register": 40001},
+                 {"name": "temp", "register": 40002, "type": "float32"},
+                 {"name": "speed", "register": 40004}]})
+    server = await start_modbus(port, [1, 0x7FC0, 0x0000, 7])  # temp is NaN
+    sink, health = Sink(), DeviceHealth("plc", "modbus_tcp")
+    driver = DriverFactory(bound=frozenset({"plc.state"}))(device)
+    task = asyncio.create_task(run_device(driver, sink, health, max_backoff=0.3))
+
+    def delivered(tag: str) -> list[Sample]:
+        return [s for s in sink.samples if s.tag == tag]
+
+    try:
+        await sink.wait_for(lambda: len(delivered("state")) >= 10)
+        assert len(delivered("speed")) == 1 and delivered("speed")[0].after_gap
+        assert len(delivered("temp")) == 1, "NaN staying NaN is no change"
+        assert health.samples >= 3 * len(delivered("state")) - 3  # every read counts
+
+        await server.async_setValues(1, 16, 3, [8])
+        await sink.wait_for(lambda: len(delivered("speed")) == 2)
+        assert delivered("speed")[-1].value == 8 and not delivered("speed")[-1].after_gap
+        seen = len(delivered("state"))
+        await sink.wait_for(lambda: len(delivered("state")) >= seen + 10)
+        assert len(delivered("speed")) == 2
+
+        await server.shutdown()  # a reconnect: everything goes out once more
+        await sink.wait_for(lambda: health.state == "down")
+        server = await start_modbus(port, [1, 0x7FC0, 0x0000, 8])
+        await sink.wait_for(lambda: len(delivered("speed")) == 3)
+        assert delivered("speed")[-1].value == 8 and delivered("speed")[-1].after_gap
+        assert len(delivered("temp")) == 2
+    finally:
+        await stop(task)
+        await server.shutdown()

@@ -5,6 +5,13 @@ A merged read that draws an exception response (say, illegal data address) is sp
 halves until the failing address is isolated: that tag is reported bad, with the address
 and the exception, and every other tag keeps flowing. The refined plan is kept for the
 session, so the failing read is not repeated on every poll.
+
+Tags no asset uses (telemetry only, or nothing at all) are delivered only when their value
+changes: polling reads them every time, but an unchanged value costs no sample. What
+derivation does with such a value is the same either way (a repeated value moves no
+deadband and publishes nothing; `publish: every` and `min_interval` run on the clock from
+the value they remember). Tags an asset uses go out on every poll: dwell times, rates and
+"last seen" are measured from them. After a (re)connect, every tag goes out once.
 """
 
 from __future__ import annotations
@@ -37,11 +44,19 @@ def describe_exception(code: int | None) -> str:
     return f"Modbus exception {code} ({EXCEPTION_NAMES.get(code or 0, 'unknown')})"
 
 
+_NOTHING = object()
+
+
 class ModbusDriver:
-    def __init__(self, device: ModbusDevice, bus: ModbusBus) -> None:
+    def __init__(self, device: ModbusDevice, bus: ModbusBus,
+                 changes_only: frozenset[str] = frozenset()) -> None:
         self.device = device
         self.device_id = device.id
         self.bus = bus
+        # Tag names delivered only when their value changes, and the last value delivered.
+        self.changes_only = changes_only
+        self._delivered: dict[str, object] = {}
+        self.unchanged = 0  # values read and left out as unchanged (the runner counts them)
         self.initial_plan = plan_reads(list(device.tags), device.max_gap)
         self.plan = list(self.initial_plan)
         self.tag_errors: dict[str, str] = {}
@@ -54,6 +69,7 @@ class ModbusDriver:
             self.bus.acquire()
             self._holding_bus = True
         self.plan = list(self.initial_plan)  # the device may have been fixed meanwhile
+        self._delivered.clear()  # what happened while away is unknown: everything goes out
         await self.bus.open_line()
 
     async def batches(self) -> AsyncIterator[list[Sample]]:
@@ -98,10 +114,14 @@ class ModbusDriver:
         compiled, device_id = self._compiled(request), self.device_id
         if not self.tag_errors:
             try:  # the common case, every tag decodes: one pass, no per-tag bookkeeping
-                return [Sample(device_id, tag.name, decode(words, start), "good", now,
-                               after_gap) for tag, start, decode in compiled]
+                if not self.changes_only:
+                    return [Sample(device_id, tag.name, decode(words, start), "good", now,
+                                   after_gap) for tag, start, decode in compiled]
+                values = [decode(words, start) for _, start, decode in compiled]
             except (DecodeError, IndexError, ValueError, struct.error):
                 pass  # find out which, tag by tag
+            else:
+                return self._changed(compiled, values, now, after_gap)
         samples = []
         for tag, start, decode in compiled:
             try:
@@ -112,8 +132,30 @@ class ModbusDriver:
             if tag.name in self.tag_errors:
                 log.info("%s.%s readable again", self.device_id, tag.name)
                 del self.tag_errors[tag.name]
-            samples.append(Sample(device_id, tag.name, value, "good", now, after_gap))
+            if self._is_news(tag.name, value, after_gap):
+                samples.append(Sample(device_id, tag.name, value, "good", now, after_gap))
         return samples
+
+    def _changed(self, compiled: list[Compiled], values: list[object], now: float,
+                 after_gap: bool) -> list[Sample]:
+        """Samples for the values that are news: see the module's docstring."""
+        device_id, is_news = self.device_id, self._is_news
+        return [Sample(device_id, tag.name, value, "good", now, after_gap)
+                for (tag, _, _), value in zip(compiled, values, strict=True)
+                if is_news(tag.name, value, after_gap)]
+
+    def _is_news(self, name: str, value: object, after_gap: bool) -> bool:
+        if name not in self.changes_only:
+            return True
+        before = self._delivered.get(name, _NOTHING)
+        self._delivered[name] = value
+        if after_gap or before is _NOTHING:
+            return True
+        # NaN equals nothing, itself included: a NaN that stays NaN is no change either.
+        if before == value or (value != value and before != before):
+            self.unchanged += 1
+            return False
+        return True
 
     def _compiled(self, request: ReadRequest) -> list[Compiled]:
         """Where each tag sits in the response and how to decode it, worked out once."""
@@ -145,6 +187,7 @@ class ModbusDriver:
         if self.tag_errors.get(tag.name) != why:
             log.warning("%s.%s: %s", self.device_id, tag.name, why)  # once per distinct error
             self.tag_errors[tag.name] = why
+        self._delivered.pop(tag.name, None)  # the next good value is news
         return Sample(self.device_id, tag.name, None, "bad", now, after_gap)
 
     async def close(self) -> None:

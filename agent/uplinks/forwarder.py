@@ -106,7 +106,7 @@ class Forwarder:
                         continue
                     if event.lane == 0:
                         self.pacer.spend()
-                    else:
+                    elif self.pacer.rate:
                         await self.pacer.take()
                     if is_replay:
                         group.create_task(self._deliver_replay(event))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from buffer import StoredEvent
 
@@ -10,6 +10,7 @@ from ..events import Lane, short_type
 from ..settings.models import Config
 
 MISSING = "_"
+RENDERED_KEPT = 10_000
 
 
 @dataclass(frozen=True)
@@ -18,6 +19,9 @@ class TopicRenderer:
     site: str
     agent: str
     places: dict[str, tuple[str, str]]  # asset id -> (area, line)
+    # Topics already rendered, by (subject, type, lane): a handful per asset, looked up
+    # for every message. Bounded by the config's subjects times the contract's types.
+    _rendered: dict[tuple[str, str, int], str] = field(default_factory=dict, compare=False)
 
     @classmethod
     def for_config(cls, template: str, config: Config) -> TopicRenderer:
@@ -25,6 +29,15 @@ class TopicRenderer:
         return cls(template, config.site, config.agent.id, places)
 
     def render(self, event: StoredEvent) -> str:
+        key = (event.subject, event.type, event.lane)
+        topic = self._rendered.get(key)
+        if topic is None:
+            if len(self._rendered) >= RENDERED_KEPT:  # old subjects from a past config
+                self._rendered.clear()
+            topic = self._rendered[key] = self._render(event)
+        return topic
+
+    def _render(self, event: StoredEvent) -> str:
         area, line = self.places.get(event.subject, (MISSING, MISSING))
         return self.template.format(
             site=self.site, agent=self.agent, area=area, line=line, asset=event.subject,

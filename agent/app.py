@@ -118,7 +118,8 @@ class Agent:
         control: ControlServer | None = None
         try:
             saved = await outbox.load_states()
-            ctx = DeriveContext(site=config.site, agent=config.agent.id, epoch=outbox.epoch)
+            ctx = DeriveContext(site=config.site, agent=config.agent.id, epoch=outbox.epoch,
+                                telemetry_batch=config.telemetry.events == "batch")
             self.pipeline = pipeline = Pipeline(
                 compile_assets(config), saved, outbox, ctx, self._sample_queue,
                 commit_interval=config.buffer.commit_interval, on_event=self.on_event,

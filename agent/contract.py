@@ -20,6 +20,15 @@ HOLD_FIELDS: dict[str, Any] = {"lot": TEXT, "reason": TEXT,
                                "quantity": {"type": ["number", "null"]}, "work_order": TEXT}
 STATES = ["running", "idle", "down", "setup", "planned_stop", "unknown"]
 
+TELEMETRY_VALUE: dict[str, Any] = {
+    "tag": {"type": "string", "description": "'<device>.<tag>'"},
+    "device": {"type": "string"}, "name": {"type": "string"}, "value": {},
+    "quality": {"enum": ["good", "uncertain", "bad"]},
+    "quality_reason": {"type": "string", "description":
+                       "Why the quality is bad when floorlink says so: 'not finite' "
+                       "for a NaN or infinite value, sent as null."},
+}
+
 DATA: dict[str, dict[str, Any]] = {
     "machine.state_changed": {
         "required": ["state", "previous_state", "previous_duration_s", "code"],
@@ -210,13 +219,19 @@ DATA: dict[str, dict[str, Any]] = {
     },
     "telemetry": {
         "required": ["tag", "value", "quality"],
+        "properties": TELEMETRY_VALUE,
+    },
+    "telemetry.batch": {
+        "required": ["values"],
         "properties": {
-            "tag": {"type": "string", "description": "'<device>.<tag>'"},
-            "device": {"type": "string"}, "name": {"type": "string"}, "value": {},
-            "quality": {"enum": ["good", "uncertain", "bad"]},
-            "quality_reason": {"type": "string", "description":
-                               "Why the quality is bad when floorlink says so: 'not finite' "
-                               "for a NaN or infinite value, sent as null."},
+            "values": {
+                "type": "array", "minItems": 1, "maxItems": 500,
+                "description": "The values one derivation step published for this subject, "
+                               "in the order derived; each as in floorlink.telemetry.v1, "
+                               "with its own time.",
+                "items": {"type": "object", "required": ["tag", "value", "quality", "at"],
+                          "properties": {**TELEMETRY_VALUE, "at": TIME}},
+            },
         },
     },
 }

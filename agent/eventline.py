@@ -42,6 +42,10 @@ def describe(event: Event) -> str:
     if kind == "telemetry":
         quality = "" if d.get("quality") == "good" else f" (quality {d.get('quality')})"
         return f"{d['name']} = {d['value']!r}{quality}"
+    if kind == "telemetry.batch":
+        values = d["values"]
+        shown = ", ".join(f"{v['name']} = {v['value']!r}" for v in values[:3])
+        return shown + (f" and {len(values) - 3} more" if len(values) > 3 else "")
     if kind == "counters.snapshot":
         counters = " ".join(f"{name} {value}" for name, value in d["counters"].items())
         return f"{counters}, work order {d.get('work_order')}"

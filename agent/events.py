@@ -47,6 +47,7 @@ EVENT_LANES: dict[str, Lane] = {
     "counters.snapshot": Lane.BUSINESS,
     "shift.completed": Lane.BUSINESS,
     "telemetry": Lane.TELEMETRY,
+    "telemetry.batch": Lane.TELEMETRY,
 }
 
 

@@ -60,7 +60,7 @@ def plan(running: Config, loaded: Config) -> tuple[ReloadPlan, Config]:
     else:
         uplinks = loaded.uplinks
         result.uplinks_restart = [u for u, s in new_uplinks.items() if s != old_uplinks[u]]
-    for section in ("site", "agent", "buffer", "status", "timezone"):
+    for section in ("site", "agent", "buffer", "telemetry", "status", "timezone"):
         if getattr(running, section, None) != getattr(loaded, section, None):
             result.restart_needed.append(section)
     return result, running.model_copy(update={"devices": devices, "uplinks": uplinks})

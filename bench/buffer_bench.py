@@ -32,6 +32,7 @@ TAGS = 500  # one commit carries one event per tag: the batch size on both sides
 WINDOW = 100
 RAW_BATCHES = (100, 500, 2000)  # the raw baselines run at their best measured setting
 RAW_WINDOWS = (20, 100, 1000)
+ROUNDS = 3
 
 
 def _config_text(port: int, window: int, rate: float) -> str:
@@ -58,7 +59,10 @@ uplinks:
 """
 
 
-async def _ingest_floorlink(workdir: Path, seconds: float) -> tuple[float, int]:
+async def _ingest_floorlink(workdir: Path, seconds: float,
+                            batch_telemetry: bool = False) -> tuple[float, int]:
+    """Values committed per second (with per-tag telemetry, one event is one value), and
+    the size of a stored body."""
     from agent.derive import DeriveContext, compile_assets, compile_devices
     from agent.pipeline import Pipeline
     from agent.settings import load_config_text
@@ -68,7 +72,8 @@ async def _ingest_floorlink(workdir: Path, seconds: float) -> tuple[float, int]:
     config = load_config_text(_config_text(1883, WINDOW, 0), "bench.yaml", workdir)
     outbox = await Outbox.open(workdir / "ingest.db", [])
     pipeline = Pipeline(compile_assets(config), {}, outbox,
-                        DeriveContext(site="bench", agent="edge", epoch=outbox.epoch),
+                        DeriveContext(site="bench", agent="edge", epoch=outbox.epoch,
+                                      telemetry_batch=batch_telemetry),
                         asyncio.Queue(), commit_interval=0,
                         device_specs=compile_devices(config))
     events = step = 0
@@ -78,10 +83,13 @@ async def _ingest_floorlink(workdir: Path, seconds: float) -> tuple[float, int]:
         now = time.time()
         batch = [Sample("plc", f"t{i}", step * 10 + i, "good", now) for i in range(TAGS)]
         batch += [Sample("plc", "state", 1, "good", now), Sample("plc", "good", step, "good", now)]
-        events += len(await pipeline.step([batch]))
+        events += sum(len(e.data["values"]) if e.type == "telemetry.batch" else 1
+                      for e in await pipeline.step([batch]))
     elapsed = time.perf_counter() - start
     rows = await outbox.fetch(2, 0, 1)
     await outbox.close()
+    for suffix in ("", "-wal", "-shm"):  # each round starts from an empty buffer
+        (workdir / f"ingest.db{suffix}").unlink(missing_ok=True)
     return events / elapsed, len(rows[0].body) if rows else 400
 
 
@@ -305,17 +313,35 @@ async def run(seconds: float, backlog: int = 1_000_000) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="floorlink-bench-") as tmp:
         workdir = Path(tmp)
-        ingest, body_size = await _ingest_floorlink(workdir, seconds)
-        commit_only = await _commit_only(workdir, seconds)
-        raw_by_batch = {batch: _ingest_raw(workdir, seconds, body_size, batch)
-                        for batch in RAW_BATCHES}
+        # Alternating rounds, best of each side: this machine drifts by 20% within a
+        # minute, and the raw MQTT ceiling swung from 9,900 to 24,000/s between runs.
+        ingests, commits, raw_by_batch = [], [], dict.fromkeys(RAW_BATCHES, 0.0)
+        batched: list[float] = []
+        body_size = 355
+        for _ in range(ROUNDS):
+            rate, body_size = await _ingest_floorlink(workdir, seconds)
+            ingests.append(rate)
+            batched.append((await _ingest_floorlink(workdir, seconds, True))[0])
+            for batch in RAW_BATCHES:
+                raw_by_batch[batch] = max(raw_by_batch[batch],
+                                          _ingest_raw(workdir, seconds, body_size, batch))
+            commits.append(await _commit_only(workdir, seconds))
+        ingest, commit_only = max(ingests), max(commits)
         best_batch = max(raw_by_batch, key=lambda b: raw_by_batch[b])
         raw_ingest = raw_by_batch[best_batch]
         raw_settings = (f"raw: sqlite3 WAL FULL, {body_size}-byte rows, best of "
-                        f"{'/'.join(map(str, RAW_BATCHES))} rows per commit = {best_batch}")
+                        f"{'/'.join(map(str, RAW_BATCHES))} rows per commit = {best_batch}; "
+                        f"best of {ROUNDS} alternating rounds (floorlink "
+                        f"{min(ingests):,.0f}-{max(ingests):,.0f})")
         rows.append({"figure": f"buffer ingest events/s ({TAGS}/commit, FULL)",
                      "floorlink": ingest, "ceiling": raw_ingest, "ratio": ingest / raw_ingest,
                      "note": f"samples -> derivation -> committed rows + state; {raw_settings}"})
+        rows.append({"figure": "buffer ingest values/s, telemetry.events: batch",
+                     "floorlink": max(batched), "ceiling": raw_ingest,
+                     "ratio": max(batched) / raw_ingest,
+                     "note": f"the same samples, one telemetry.batch event per step; raw: "
+                             f"one {body_size}-byte row per value, as above "
+                             f"({min(batched):,.0f}-{max(batched):,.0f})"})
         rows.append({"figure": "  of which the buffer alone, events/s",
                      "floorlink": commit_only, "ceiling": raw_ingest,
                      "ratio": commit_only / raw_ingest,
@@ -323,20 +349,26 @@ async def run(seconds: float, backlog: int = 1_000_000) -> list[dict[str, Any]]:
         broker = _Mosquitto(workdir)
         try:
             drain_count = 50_000
-            outbox, _ = await _fill(workdir / "drain.db", drain_count)
-            bodies = [e.body for e in await outbox.fetch(1, 0, drain_count)]
-            raw_by_window = {window: drain_count / _drain_raw(broker.port, bodies, window)
-                             for window in RAW_WINDOWS}
+            raw_by_window = dict.fromkeys(RAW_WINDOWS, 0.0)
+            drains = []
+            for round_number in range(ROUNDS):
+                outbox, _ = await _fill(workdir / f"drain-{round_number}.db", drain_count)
+                bodies = [e.body for e in await outbox.fetch(1, 0, drain_count)]
+                for window in RAW_WINDOWS:
+                    raw_by_window[window] = max(raw_by_window[window], drain_count / _drain_raw(
+                        broker.port, bodies, window))
+                drains.append(drain_count / await _drain_floorlink(
+                    outbox, _config_text(broker.port, WINDOW, 0), workdir, drain_count))
+                await outbox.close()
             best_window = max(raw_by_window, key=lambda w: raw_by_window[w])
-            raw = raw_by_window[best_window]
-            ours = drain_count / await _drain_floorlink(
-                outbox, _config_text(broker.port, WINDOW, 0), workdir, drain_count)
-            await outbox.close()
+            raw, ours = raw_by_window[best_window], max(drains)
             rows.append({"figure": f"drain to Mosquitto QoS 1, events/s (window {WINDOW})",
                          "floorlink": ours, "ceiling": raw, "ratio": ours / raw,
                          "note": f"forwarder + paho vs plain paho, same bodies and PUBACKs; "
                                  f"raw: best in-flight window of "
-                                 f"{'/'.join(map(str, RAW_WINDOWS))} = {best_window}"})
+                                 f"{'/'.join(map(str, RAW_WINDOWS))} = {best_window}; best of "
+                                 f"{ROUNDS} alternating rounds (floorlink {min(drains):,.0f}-"
+                                 f"{max(drains):,.0f})"})
             outbox, fill_time = await _fill(workdir / "backlog.db", backlog)
             used = await outbox.used_bytes()
             from agent.settings.models import MqttUplink

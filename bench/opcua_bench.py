@@ -16,6 +16,7 @@ from .ports import free_port
 
 ITEMS = 1000
 RATE_HZ = 10
+ROUNDS = 3
 NS = "urn:bench:opcua"
 
 
@@ -146,12 +147,20 @@ async def run(seconds: float) -> list[dict[str, Any]]:
     try:
         ready.wait(60)
         endpoint = f"opc.tcp://127.0.0.1:{port}/bench"
-        raw = await _raw(endpoint, seconds)
-        ours = await _floorlink(endpoint, seconds)
+        # Alternating rounds, best of each side (by count): one round proves little here.
+        raws, ourses = [], []
+        for _ in range(ROUNDS):
+            raws.append(await _raw(endpoint, seconds))
+            ourses.append(await _floorlink(endpoint, seconds))
+        raw = max(raws, key=lambda measured: measured.count)
+        ours = max(ourses, key=lambda measured: measured.count)
     finally:
         server.terminate()
         server.join(10)
-    note = f"{ITEMS} items at {RATE_HZ} Hz, offered {ITEMS * RATE_HZ:,}/s"
+    note = (f"{ITEMS} items at {RATE_HZ} Hz, offered {ITEMS * RATE_HZ:,}/s; best of {ROUNDS} "
+            f"alternating rounds (floorlink {min(o.count for o in ourses):,}-"
+            f"{max(o.count for o in ourses):,}, raw {min(r.count for r in raws):,}-"
+            f"{max(r.count for r in raws):,})")
     rows = [{"figure": "OPC UA notifications/s", "floorlink": float(ours.count),
              "ceiling": float(raw.count), "ratio": ours.count / max(raw.count, 1), "note": note}]
     for label, share in (("p50", 0.5), ("p99", 0.99)):

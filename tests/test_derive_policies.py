@@ -426,3 +426,55 @@ def test_a_configured_max_rate_holds_back_what_exceeds_it() -> None:
     assert sum(c["good"] for c in confirmed) == 40 + 40
     assert [[(h["tag"], h["value"]) for h in c["held_back"]]
             for c in confirmed if "held_back" in c] == [[("plc.good", 140)]]
+
+
+def test_a_telemetry_batch_carries_exactly_what_per_tag_events_would() -> None:
+    """telemetry.events: batch changes the envelope, never the values: the same samples
+    and ticks give, in order, the same (tag, value, quality, time) as per-tag events, in
+    events of at most 500 values that fit the published schema."""
+    import json
+    import math
+
+    import jsonschema
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from agent.derive.emit import MAX_BATCH_VALUES, DeriveContext
+    from agent.events import format_time
+
+    schema = json.loads((Path(__file__).parent.parent / "docs" / "schemas"
+                         / "floorlink.telemetry.batch.v1.json").read_text())
+    tags = [f"t{n}" for n in range(600)]  # more than one batch's worth in a scan
+    policies = {f"plc.{tag}": TelemetryPolicy(on_change=True, deadband=0.5 if n % 3 else None,
+                                              every=5.0 if n % 7 == 0 else None)
+                for n, tag in enumerate(tags)}
+    device = DeviceSpec("plc", policies)
+    values = st.sampled_from([0.0, 0.3, 1.0, 2.5, math.nan, math.inf])
+    scans = st.lists(st.tuples(st.integers(1, 3), st.lists(
+        st.tuples(st.sampled_from(tags), values), max_size=700)), min_size=1, max_size=6)
+
+    def run(batch: bool, steps: list[tuple[int, list[tuple[str, float]]]]) -> list[tuple]:
+        context = DeriveContext(site="s", agent="a", epoch=1, telemetry_batch=batch)
+        state, at, out = DeviceState(), 0.0, []
+        for pause, readings in steps:
+            at += pause
+            samples = [Sample("plc", tag, value, "good", at) for tag, value in readings]
+            state, events = apply_device_samples(device, state, samples, at, context)
+            for event in events:
+                if not batch:
+                    out.append((event.data["tag"], repr(event.data["value"]),
+                                event.data["quality"], format_time(event.time)))
+                    continue
+                assert event.type == "telemetry.batch"
+                assert 1 <= len(event.data["values"]) <= MAX_BATCH_VALUES
+                jsonschema.validate(json.loads(event.to_json()), schema)
+                out += [(v["tag"], repr(v["value"]), v["quality"], v["at"])
+                        for v in event.data["values"]]
+        return out
+
+    @settings(max_examples=40, deadline=None)
+    @given(scans)
+    def same(steps: list[tuple[int, list[tuple[str, float]]]]) -> None:
+        assert run(True, steps) == run(False, steps)
+
+    same()

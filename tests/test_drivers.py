@@ -377,13 +377,15 @@ async def test_modbus_delivers_a_tag_no_asset_uses_only_when_it_changes() -> Non
 
     try:
         await sink.wait_for(lambda: len(delivered("state")) >= 10)
-        assert len(delivered("speed")) == 1 and delivered("speed")[0].after_gap
+        assert len(delivered("speed")) == 1
+        assert delivered("speed")[0].after_gap
         assert len(delivered("temp")) == 1, "NaN staying NaN is no change"
         assert health.samples >= 3 * len(delivered("state")) - 3  # every read counts
 
         await server.async_setValues(1, 16, 3, [8])
         await sink.wait_for(lambda: len(delivered("speed")) == 2)
-        assert delivered("speed")[-1].value == 8 and not delivered("speed")[-1].after_gap
+        assert delivered("speed")[-1].value == 8
+        assert not delivered("speed")[-1].after_gap
         seen = len(delivered("state"))
         await sink.wait_for(lambda: len(delivered("state")) >= seen + 10)
         assert len(delivered("speed")) == 2
@@ -392,7 +394,8 @@ async def test_modbus_delivers_a_tag_no_asset_uses_only_when_it_changes() -> Non
         await sink.wait_for(lambda: health.state == "down")
         server = await start_modbus(port, [1, 0x7FC0, 0x0000, 8])
         await sink.wait_for(lambda: len(delivered("speed")) == 3)
-        assert delivered("speed")[-1].value == 8 and delivered("speed")[-1].after_gap
+        assert delivered("speed")[-1].value == 8
+        assert delivered("speed")[-1].after_gap
         assert len(delivered("temp")) == 2
     finally:
         await stop(task)

@@ -63,7 +63,7 @@ def _publish(mem: TelemetryMemory, ref: str, value: Any, quality: str, at: float
     if _non_finite(value):
         # JSON has no NaN or Infinity: a strict receiver would refuse the whole event.
         data.update(value=None, quality="bad", quality_reason="not finite")
-    out.emit("telemetry", at, data)
+    out.telemetry(at, data)
     mem.published, mem.published_value, mem.published_quality = True, value, quality
 
 

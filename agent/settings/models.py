@@ -666,6 +666,19 @@ class BufferSettings(Strict):
     limits: BufferLimits = Field(default_factory=BufferLimits)
 
 
+class TelemetrySettings(Strict):
+    events: Literal["per_tag", "batch"] = Field(
+        default="per_tag",
+        description=(
+            "per_tag: one floorlink.telemetry.v1 event per published value, on a topic of "
+            "its own. batch: one floorlink.telemetry.batch.v1 event per device (or asset) "
+            "and derivation step, holding up to 500 values, each with its own time: the "
+            "same values for a fraction of the events, rows and messages; choose it past a "
+            "few hundred changing tags. Changing it needs a restart."
+        ),
+    )
+
+
 MAX_TOPIC_BYTES = 65_535  # MQTT: a UTF-8 string with a two-byte length
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
 
@@ -865,6 +878,7 @@ class Config(BaseSettings):
     devices: list[Device] = Field(min_length=1)
     assets: list[Asset] = Field(default_factory=list)
     buffer: BufferSettings = Field(default_factory=BufferSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
     uplinks: list[Uplink] = Field(default_factory=list)
     status: StatusSettings = Field(default_factory=StatusSettings)
 

@@ -91,19 +91,20 @@ def encode_body(document: dict[str, Any]) -> str:
         body = orjson.dumps(document, option=_ORJSON_OPTIONS)
     except orjson.JSONEncodeError:
         return _STDLIB_ENCODE(document)  # raises for what is truly not JSON
-    if b"null" in body and _has_non_finite(document):
+    if b"null" in body and has_non_finite(document):
         raise ValueError("Out of range float values are not JSON compliant: NaN or "
                          "Infinity in an event body")
     return body.decode()
 
 
-def _has_non_finite(value: object) -> bool:
+def has_non_finite(value: object) -> bool:
+    """Whether a NaN or an infinity is anywhere in `value` (dicts, lists and tuples)."""
     if isinstance(value, float):
         return not math.isfinite(value)
     if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
+        return any(has_non_finite(v) for v in value.values())
     if isinstance(value, list | tuple):
-        return any(_has_non_finite(v) for v in value)
+        return any(has_non_finite(v) for v in value)
     return False
 
 

@@ -19,6 +19,7 @@ from drivers.runner import DeviceHealth, DriverFactory, run_device
 
 from .control.server import AgentLock, ControlServer
 from .derive import DeriveContext, compile_assets, compile_devices
+from .derive.spec import bound_tags
 from .errors import BufferError, ConfigError
 from .events import Event
 from .pipeline import Pipeline
@@ -74,8 +75,7 @@ class Agent:
         self._forwarder_tasks: dict[str, asyncio.Task[None]] = {}
         self._sample_queue: asyncio.Queue[QueueItem] = asyncio.Queue(maxsize=SAMPLE_QUEUE_SIZE)
         # Tags no asset uses go out only when they change (drivers/modbus/device.py).
-        self._make_driver = DriverFactory(bound=frozenset(
-            ref for asset in config.assets for _, ref in asset.tag_references()))
+        self._make_driver = DriverFactory(bound=bound_tags(config))
         self._status_users: dict[str, str] | None = None
         self._operators: list[Operator] | None = None
         self._line_gate: LineGate | None = None

@@ -26,8 +26,6 @@ import functools
 import json
 import multiprocessing
 import os
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .buffer_bench import _Mosquitto
 from .e2e import _stop
 from .latency import Arrivals
 from .ports import free_port, free_ports
@@ -147,23 +146,6 @@ class Step:
                 and self.p99_ms < PASS_P99 * 1000 and self.cpu < PASS_CPU)
 
 
-def _mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = free_port()
-    conf = workdir / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n"
-                    "max_inflight_messages 0\nmax_queued_messages 0\n")
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen(["taskset", "-c", str(OTHERS_CPU), binary, "-c", str(conf)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return proc, port
-        time.sleep(0.05)
-    raise RuntimeError("mosquitto did not start")
-
-
 def _step(tags: int, shape: str, seconds: float, workdir: Path, mqtt: int,
           arrivals: _Arrivals, warm_up: float) -> Step:
     per_device = tags // DEVICES
@@ -241,7 +223,8 @@ def run(tag_counts: list[int], seconds: float, shapes: tuple[str, ...] = ("per_t
     steps: list[Step] = []
     with tempfile.TemporaryDirectory(prefix="floorlink-tpc-") as tmp:
         workdir = Path(tmp)
-        broker, port = _mosquitto(workdir)
+        broker = _Mosquitto(workdir, cpu=OTHERS_CPU)
+        port = broker.port
         arrivals = _Arrivals(port)
         try:
             for shape in shapes:
@@ -259,8 +242,7 @@ def run(tag_counts: list[int], seconds: float, shapes: tuple[str, ...] = ("per_t
                         break
         finally:
             arrivals.stop()
-            broker.terminate()
-            broker.wait(10)
+            broker.stop()
     return steps
 
 

@@ -98,8 +98,13 @@ def compile_assets(config: Config) -> list[AssetSpec]:
     return [_compile(asset, config) for asset in config.assets]
 
 
+def bound_tags(config: Config) -> frozenset[str]:
+    """Every tag ("device.tag") some asset uses; the others are the devices' own."""
+    return frozenset(ref for asset in config.assets for _, ref in asset.tag_references())
+
+
 def compile_devices(config: Config) -> list[DeviceSpec]:
-    bound = {ref for asset in config.assets for _, ref in asset.tag_references()}
+    bound = bound_tags(config)
     specs = []
     for device in config.devices:
         policies = {f"{device.id}.{tag.name}": policy for tag in device.tags

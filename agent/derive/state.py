@@ -223,11 +223,5 @@ def _holds_non_finite(state: Any) -> bool:
     """Only telemetry memories hold PLC values as they came; counters and times are
     checked numbers."""
     memories: dict[str, TelemetryMemory] = getattr(state, "telemetry", {})
-    for memory in memories.values():
-        for value in (memory.value, memory.published_value):
-            if value.__class__ is float:
-                if value - value != 0:  # NaN and the infinities, and nothing else
-                    return True
-            elif isinstance(value, list | tuple | dict) and has_non_finite(value):
-                return True
-    return False
+    return any(has_non_finite(memory.value) or has_non_finite(memory.published_value)
+               for memory in memories.values())

@@ -141,8 +141,8 @@ class MqttPublisher:
         except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
             future.set_exception(UplinkRejected(f"not publishable: {exc}"))
             return future
-        # paho's PUBACK callback reaches us via call_soon_threadsafe, so it can only run
-        # after this registration: no race between publish() and the acknowledgement.
+        # PUBACKs are settled on this loop (_collect_acks), so only after this
+        # registration: no race between publish() and the acknowledgement.
         self._waiting[info.mid] = future
         if self._collecting is None:
             self._collect_delay = ACK_COLLECT_MIN

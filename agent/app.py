@@ -49,7 +49,6 @@ SAMPLE_QUEUE_SIZE = 1000
 STOP_COMMIT_TIMEOUT = 3.0
 STOP_DRAIN_TIMEOUT = 3.0  # + device goodbyes (<=2 s) + uplink goodbyes (<=2 s)
 MAINTENANCE_INTERVAL = 1.0
-FORWARDER_WINDOWS = 4
 
 
 class Agent:
@@ -448,7 +447,7 @@ def _window(settings: UplinkSettings) -> int:
     if isinstance(settings, HttpsUplink):
         # Enough submitted for full batches while one request is on its way.
         return max(settings.max_inflight, 2 * settings.batch.max_events)
-    # paho itself keeps at most max_inflight messages on the wire; giving it a few
-    # windows' worth queued lets its thread send the next one the moment an ack frees
-    # a slot, without a round trip through the event loop (measured: ~+20% drain rate).
-    return settings.max_inflight * FORWARDER_WINDOWS
+    # MQTT: the forwarder's window is what keeps at most max_inflight messages on the
+    # wire (paho's own limit is off: with it, paho scanned every message it held on
+    # each PUBACK, the largest cost of a drain once paho ran on the loop).
+    return settings.max_inflight

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 REPO = Path(__file__).resolve().parent.parent
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -87,38 +86,81 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     instance.stop()
 
 
+# The collector's subscriber, in a process of its own as a real consumer is: in the
+# test's process its paho thread would compete for the GIL with an uplink under test
+# that runs on the event loop, and fall seconds behind the broker.
+COLLECTOR_SCRIPT = """
+import json, sys
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+port, sink_path, user, password = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+sink = open(sink_path, "a", buffering=1)
+client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{port}",
+                     clean_session=False)
+if user:
+    client.username_pw_set(user, password)
+client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
+client.on_subscribe = lambda c, u, mid, codes, p: sink.write(json.dumps(["", None]) + "\\n")
+def on_message(c, u, message):
+    try:
+        json.loads(message.payload)
+    except ValueError:
+        return
+    sink.write(json.dumps([message.topic, message.payload.decode()]) + "\\n")
+client.on_message = on_message
+client.reconnect_delay_set(0.2, 1)
+client.connect("127.0.0.1", port)
+client.loop_forever()
+"""
+
+
 @dataclass
 class Collector:
-    """An MQTT subscriber with a persistent session: every QoS 1 message, in arrival order."""
+    """An MQTT subscriber with a persistent session: every QoS 1 message, in arrival order.
+    It runs in a child process and writes what it receives to a file, read here."""
 
     port: int
-    messages: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     credentials: tuple[str, str] | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self) -> None:
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"collector-{self.port}",
-                             clean_session=False)
-        if self.credentials:
-            client.username_pw_set(*self.credentials)
-        client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
-        client.on_message = self._on_message
-        client.reconnect_delay_set(0.2, 1)
-        client.connect("127.0.0.1", self.port)
-        client.loop_start()
-        self.client = client
+        self._received: list[tuple[str, dict[str, Any]]] = []
+        self._read_to = 0
+        self._subscribed = False
+        handle, sink = tempfile.mkstemp(prefix=f"collector-{self.port}-")
+        os.close(handle)
+        self._sink = Path(sink)
+        user, password = self.credentials or ("", "")
+        self._proc = subprocess.Popen([sys.executable, "-c", COLLECTOR_SCRIPT, str(self.port),
+                                       str(sink), user, password])
+        wait_until(self._has_subscribed, 15, "the collector to subscribe")
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
-        try:
-            body = json.loads(message.payload)
-        except ValueError:
-            return
+    def _has_subscribed(self) -> bool:
+        self._read()
+        return self._subscribed
+
+    def _read(self) -> None:
         with self.lock:
-            self.messages.append((message.topic, body))
+            with self._sink.open("rb") as sink:
+                sink.seek(self._read_to)
+                chunk = sink.read()
+            complete = chunk[:chunk.rfind(b"\n") + 1]
+            self._read_to += len(complete)
+            for line in complete.splitlines():
+                topic, payload = json.loads(line)
+                if payload is None:
+                    self._subscribed = True
+                else:
+                    self._received.append((topic, json.loads(payload)))
+
+    @property
+    def messages(self) -> list[tuple[str, dict[str, Any]]]:
+        self._read()
+        with self.lock:
+            return list(self._received)
 
     def events(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [body for topic, body in self.messages if "specversion" in body]
+        return [body for topic, body in self.messages if "specversion" in body]
 
     def unique_events(self) -> list[dict[str, Any]]:
         seen: set[str] = set()
@@ -130,15 +172,15 @@ class Collector:
         return out
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._proc.terminate()
+        self._proc.wait(10)
+        self._sink.unlink(missing_ok=True)
 
 
 @pytest.fixture
 def collector(broker: Broker) -> Iterator[Collector]:
     instance = Collector(broker.port)
     instance.start()
-    wait_until(lambda: instance.client.is_connected(), 10, "the collector to connect")
     yield instance
     instance.stop()
 

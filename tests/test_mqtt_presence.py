@@ -132,10 +132,15 @@ async def test_presence_topics_properties_and_late_subscribers(tmp_path: Path,
             wait_until, lambda: [m.body["state"] for m in early.on(status)][-2:]
             == ["offline", "online"], 20, "the will, then a new birth")
         await asyncio.wait_for(uplink.submit(state_event(5, "running")), 10)
+        await uplink.close()
+        # A clean stop: the broker acknowledged the offline presence before close()
+        # returned; the subscriber receives it on its own connection, a moment later.
+        await asyncio.to_thread(
+            wait_until, lambda: [m.body["state"] for m in early.on(status)][-1] == "offline",
+            5, "the offline presence of a clean stop")
     finally:
         await uplink.close()
         early.stop()
-    assert [m.body["state"] for m in early.on(status)][-1] == "offline"  # clean stop
     log = (broker.workdir / "mosquitto.log").read_text()
     # A stable client id, with clean start off: the session survives reconnects.
     assert "as floorlink-edge (p5, c0, k30)" in log, log[-2000:]

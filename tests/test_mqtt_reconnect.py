@@ -5,10 +5,15 @@ the error that kept it away is gone. Against a real Mosquitto stopped and starte
 from __future__ import annotations
 
 import asyncio
+import signal
+import socket
+import threading
 import time
 from pathlib import Path
 
 from conftest import Broker
+from pki import TestCa
+from test_mqtt_tls import stored
 
 from agent.settings import load_config_text
 from agent.status.board import StatusBoard
@@ -62,3 +67,51 @@ async def test_after_a_long_outage_the_uplink_resumes_within_reconnect_max(
 
 def test_the_default_cap_is_ten_seconds(tmp_path: Path) -> None:
     assert publisher(tmp_path, 1883).settings.reconnect_max == 10.0
+
+
+async def test_a_frozen_broker_is_noticed_by_the_keepalive_and_left_for_a_new_session(
+        tmp_path: Path, broker: Broker) -> None:
+    """A broker that stops answering keeps its TCP connection open: only MQTT's keepalive
+    notices. paho's keepalive runs on the agent's event loop (loop_misc, once a second)."""
+    uplink = publisher(tmp_path, broker.port, ", keepalive: 5s, reconnect_max: 1s")
+    assert broker.proc is not None
+    try:
+        await uplink.start()
+        await until(lambda: uplink.health.connected, 10)
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            # A PINGREQ after 5 s without traffic, and no answer within another 5 s.
+            noticed = await until(lambda: not uplink.health.connected, 15)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        assert 9 <= noticed <= 12.5, noticed
+        await until(lambda: uplink.health.connected, 10)
+        await asyncio.wait_for(uplink.submit(stored(1)), 10)
+    finally:
+        await uplink.close()
+
+
+async def test_a_connect_that_hangs_does_not_hold_the_event_loop(tmp_path: Path) -> None:
+    """A TLS server that accepts and never answers the handshake: the attempt waits out
+    paho's connect timeout in a worker thread while the loop goes on with its work."""
+    silent = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True).start()
+    ca = TestCa(tmp_path, "plant")
+    uplink = publisher(tmp_path, silent.getsockname()[1], f", tls: {{ca_file: {ca.path}}}")
+    loop = asyncio.get_running_loop()
+    try:
+        await uplink.start()
+        await until(lambda: bool(accepted), 5)
+        worst = 0.0
+        for _ in range(30):  # 1.5 s of 50 ms sleeps, each timed
+            before = loop.time()
+            await asyncio.sleep(0.05)
+            worst = max(worst, loop.time() - before - 0.05)
+        assert worst < 0.2, f"the loop was held for {worst:.2f} s"
+        assert not uplink.health.connected
+    finally:
+        await uplink.close()
+        silent.close()
+        for sock in accepted:
+            sock.close()

@@ -1,8 +1,7 @@
 """MQTT uplink on paho-mqtt: QoS 1, an event counts as delivered only on its PUBACK.
 
-paho runs its network loop in its own thread; nothing of ours runs there. Its
-callbacks hop into the event loop with `call_soon_threadsafe`. paho keeps every
-unacknowledged QoS 1 message and re-sends it after a reconnect, so a broker
+paho is driven by the event loop (mqtt_link), so its callbacks run there. paho keeps
+every unacknowledged QoS 1 message and re-sends it after a reconnect, so a broker
 outage needs nothing from us but patience; after an agent restart the buffer's
 cursor re-sends whatever was never acknowledged.
 """
@@ -15,7 +14,6 @@ import logging
 import random
 import ssl
 import time
-from collections import deque
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -30,15 +28,15 @@ from ..errors import UplinkRejected
 from ..settings.models import Config, MqttUplink
 from . import certificates
 from .base import UplinkHealth
+from .mqtt_link import LoopDrivenClient
 from .takeover import SHORT_SECONDS, TakeoverWatch
 from .tls import client_context, explain, handshake_error
 from .topics import TopicRenderer
 
 log = logging.getLogger("floorlink.mqtt")
 
-# While messages are in flight, how often the loop collects their PUBACKs (seconds).
-ACK_COLLECT_MIN = 0.002
-ACK_COLLECT_MAX = 0.05
+# How long closing waits for the offline presence's PUBACK, then for the DISCONNECT.
+CLOSE_WAIT = 2.0
 
 
 class MqttPublisher:
@@ -62,20 +60,15 @@ class MqttPublisher:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[None]] = {}
         self._client: paho.Client | None = None
+        self._link: LoopDrivenClient | None = None
         self._refused_logged: str | None = None
         self._takeovers = TakeoverWatch()
         self._closing = False
-        # PUBACKs gathered on paho's thread and collected by the loop on a timer while
-        # anything is in flight (see _collect_acks): no wake-up of the loop per message.
-        self._acks: deque[tuple[int, bool, str]] = deque()
-        self._collecting: asyncio.TimerHandle | None = None
-        self._collect_delay = ACK_COLLECT_MIN
-        # paho's reconnect delay, mirrored to show the next attempt: it starts at
-        # _min_delay, doubles after each failed attempt up to reconnect_max, and starts
-        # over once a CONNACK accepted us. Each agent starts from its own random delay,
-        # so a fleet does not reconnect in lockstep after the broker restarts.
+        # The reconnect delay starts at _min_delay, doubles after each failed attempt up
+        # to reconnect_max, and starts over once a CONNACK accepted us. Each agent starts
+        # from its own random delay, so a fleet does not reconnect in lockstep after the
+        # broker restarts.
         self._min_delay = random.uniform(0.5, 1.5)
-        self._delay: float | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -85,13 +78,11 @@ class MqttPublisher:
             protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
             clean_session=None if v5 else False,
         )
-        client.max_inflight_messages_set(self.settings.max_inflight)
-        # Must exceed the forwarder's window so paho never refuses a publish.
+        # No limit in paho: the forwarder's window keeps max_inflight. paho's own limit
+        # scans every message it holds on each PUBACK.
+        client.max_inflight_messages_set(0)
+        # No queue limit either: paho must never refuse what the forwarder submits.
         client.max_queued_messages_set(0)
-        # Each agent starts its doubling from its own random delay, so a fleet does not
-        # reconnect in lockstep after the broker restarts.
-        client.reconnect_delay_set(min_delay=self._min_delay,  # type: ignore[arg-type]
-                                   max_delay=self.settings.reconnect_max)  # type: ignore[arg-type]
         if self._context is not None:
             assert self.settings.tls is not None
             client.tls_set_context(self._context)
@@ -108,7 +99,6 @@ class MqttPublisher:
         client.on_connect = self._paho_on_connect
         client.on_disconnect = self._paho_on_disconnect
         client.on_publish = self._paho_on_publish
-        client.on_connect_fail = self._paho_on_connect_fail
         self._client = client
         if v5:
             # Keep the broker-side session for an hour across our reconnects.
@@ -120,7 +110,9 @@ class MqttPublisher:
         else:
             client.connect_async(self.settings.host, self.settings.port,
                                  keepalive=int(self.settings.keepalive))
-        client.loop_start()
+        self._link = LoopDrivenClient(client, self._min_delay, self.settings.reconnect_max,
+                                      self._on_unreachable, self._on_waiting)
+        self._link.start()
 
     def submit(self, event: StoredEvent) -> asyncio.Future[None]:
         assert self._client is not None
@@ -141,12 +133,9 @@ class MqttPublisher:
         except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
             future.set_exception(UplinkRejected(f"not publishable: {exc}"))
             return future
-        # PUBACKs are settled on this loop (_collect_acks), so only after this
-        # registration: no race between publish() and the acknowledgement.
+        # PUBACKs are read on this loop, so only after this registration: no race
+        # between publish() and the acknowledgement.
         self._waiting[info.mid] = future
-        if self._collecting is None:
-            self._collect_delay = ACK_COLLECT_MIN
-            self._collecting = self._loop.call_later(ACK_COLLECT_MIN, self._collect_acks)
         return future
 
     async def close(self) -> None:
@@ -154,42 +143,42 @@ class MqttPublisher:
         if client is None:
             return
         self._closing = True
+        assert self._link is not None
         if client.is_connected():
             info = client.publish(self._status_topic, self._presence("offline"), qos=1, retain=True)
+            confirmed = asyncio.get_running_loop().create_future()
+            self._waiting[info.mid] = confirmed
             try:
-                await asyncio.get_running_loop().run_in_executor(None, info.wait_for_publish, 2.0)
-            except (RuntimeError, ValueError) as exc:
+                await asyncio.wait_for(confirmed, CLOSE_WAIT)
+            except (TimeoutError, UplinkRejected) as exc:
                 log.debug("offline presence not confirmed: %s", exc)
             client.disconnect()
-        await asyncio.get_running_loop().run_in_executor(None, client.loop_stop)
+            try:
+                await asyncio.wait_for(self._link.wait_closed(), CLOSE_WAIT)
+            except TimeoutError:
+                log.debug("the MQTT connection did not close within %g s", CLOSE_WAIT)
+        await self._link.stop()
 
     def _presence(self, state: str) -> str:
         return json.dumps({"state": state, "agent": self._agent_id, "version": __version__,
                            "time": time.time()})
 
-    # ------------------------------------------------ paho thread -> event loop
-
-    def _hop(self, fn: Any, *args: Any) -> None:
-        if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(fn, *args)
+    # ------------------------------------------------ paho's callbacks, on the loop
 
     def _paho_on_connect(self, client: paho.Client, userdata: Any, flags: Any,
                          reason: Any, properties: Any) -> None:
         sock = client.socket()
         peer = sock.getpeercert(binary_form=True) if isinstance(sock, ssl.SSLSocket) else None
-        self._hop(self._on_connect, bool(reason.is_failure), str(reason), peer)
-
-    def _paho_on_connect_fail(self, client: paho.Client, userdata: Any) -> None:
-        self._hop(self._on_unreachable)
+        self._on_connect(bool(reason.is_failure), str(reason), peer)
 
     def _paho_on_disconnect(self, client: paho.Client, userdata: Any, flags: Any,
                             reason: Any, properties: Any) -> None:
-        self._hop(self._on_disconnect, str(reason))
+        self._on_disconnect(str(reason))
 
     def _paho_on_publish(self, client: paho.Client, userdata: Any, mid: int,
                          reason: Any, properties: Any) -> None:
         failed = bool(getattr(reason, "is_failure", False))
-        self._acks.append((mid, failed, str(reason) if failed else ""))  # thread-safe
+        self._on_ack(mid, failed, str(reason) if failed else "")
 
     # ------------------------------------------------ event loop side
 
@@ -210,7 +199,9 @@ class MqttPublisher:
                 self._refused_logged = reason
             return
         self._refused_logged = None
-        self._delay, self.health.next_attempt_at = None, None
+        self.health.next_attempt_at = None
+        if self._link is not None:
+            self._link.accepted()
         if self.health.last_error and not self.health.connected and not self._takeovers.reported:
             self.health.last_error = None  # what kept it away is over
         self.health.connected, self.health.since = True, time.time()
@@ -221,16 +212,13 @@ class MqttPublisher:
         if self._client is not None:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
 
-    def _attempt_failed(self) -> None:
-        """paho waits its next delay before it tries again: say when that will be."""
-        if self._closing:
-            return
-        self._delay = (self._min_delay if self._delay is None
-                       else min(self._delay * 2, self.settings.reconnect_max))
-        self.health.next_attempt_at = time.time() + self._delay
+    def _on_waiting(self, delay: float) -> None:
+        """The link waits `delay` before it tries again: say when that will be."""
+        if not self._closing:
+            self.health.next_attempt_at = time.time() + delay
 
-    def _on_unreachable(self) -> None:
-        self._attempt_failed()
+    def _on_unreachable(self, error: BaseException) -> None:
+        log.debug("MQTT broker %s: connecting failed: %r", self.health.target, error)
         if self._context is not None:
             if not self._explaining and self._loop is not None:
                 self._explaining = True
@@ -262,7 +250,6 @@ class MqttPublisher:
     def _on_disconnect(self, reason: str) -> None:
         if self._closing:
             return
-        self._attempt_failed()
         if self.health.connected:
             now = time.time()
             if self._takeovers.clash(reason, now - (self.health.since or now), now):
@@ -302,20 +289,6 @@ class MqttPublisher:
         if not self._takeovers.reported:
             log.error("%s", self.health.last_error)
             self._takeovers.reported = True
-
-    def _collect_acks(self) -> None:
-        """Settle the PUBACKs paho's thread has gathered. Waking the loop from that thread
-        for each burst cost a self-pipe write and read and a fight for the GIL per message
-        (a third of the drain's time); a timer collects them instead, every 2 ms while
-        they come, backing off to 50 ms while messages wait on a broker that is silent."""
-        self._collecting = None
-        collected = bool(self._acks)
-        while self._acks:
-            self._on_ack(*self._acks.popleft())
-        if self._waiting and self._loop is not None and not self._loop.is_closed():
-            self._collect_delay = (ACK_COLLECT_MIN if collected
-                                   else min(self._collect_delay * 2, ACK_COLLECT_MAX))
-            self._collecting = self._loop.call_later(self._collect_delay, self._collect_acks)
 
     def _on_ack(self, mid: int, failed: bool, reason: str) -> None:
         future = self._waiting.pop(mid, None)

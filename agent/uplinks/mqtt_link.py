@@ -1,0 +1,177 @@
+"""A paho client driven by the event loop instead of its own network thread.
+
+With paho's thread (`loop_start`), every PUBACK was handled on that thread and handed
+to the loop, and the two threads fought for the GIL: under a drain, paho's thread held
+it 71% of the time. Here the loop watches paho's socket (`add_reader`/`add_writer`),
+calls `loop_misc` once a second for keepalives, and paho's callbacks run on the loop.
+
+Only connecting blocks (name lookup, TCP connect, TLS handshake, up to paho's connect
+timeout), so each attempt runs in a worker thread; paho's callbacks from that thread
+are handed to the loop. Reconnecting is ours: after a lost connection or a failed
+attempt the link waits, doubling from `min_delay` up to `max_delay`, and starts over
+from `min_delay` once a broker accepted the session (`accepted`) - paho's own policy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import paho.mqtt.client as paho
+
+log = logging.getLogger("floorlink.mqtt")
+
+# How often paho's keepalive bookkeeping runs; paho's own loop wakes once a second too.
+MISC_INTERVAL = 1.0
+
+
+class LoopDrivenClient:
+    def __init__(self, client: paho.Client, min_delay: float, max_delay: float,
+                 on_attempt_failed: Callable[[BaseException], None],
+                 on_waiting: Callable[[float], None]) -> None:
+        """`client` must have had `connect_async` called; `on_attempt_failed` hears why
+        an attempt to connect failed, `on_waiting` how long until the next one."""
+        self.client = client
+        self._min_delay, self._max_delay = min_delay, max_delay
+        self._on_attempt_failed = on_attempt_failed
+        self._on_waiting = on_waiting
+        self._delay: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._task: asyncio.Task[None] | None = None
+        self._misc: asyncio.TimerHandle | None = None
+        self._watched: Any = None  # the socket the loop watches, if any
+        self._closed = asyncio.Event()
+        self._stopped = False
+        client.on_socket_open = self._paho_socket_open
+        client.on_socket_close = self._paho_socket_close
+        client.on_socket_register_write = self._paho_register_write
+        client.on_socket_unregister_write = self._paho_unregister_write
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        self._task = self._loop.create_task(self._run(), name="mqtt-link")
+        self._misc = self._loop.call_later(MISC_INTERVAL, self._keepalive)
+
+    def accepted(self) -> None:
+        """A broker accepted the session: the next wait starts over from the shortest."""
+        self._delay = None
+
+    async def wait_closed(self) -> None:
+        """Until the socket is closed, as it is once a DISCONNECT was written."""
+        if self._watched is not None:
+            await self._closed.wait()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        if self._misc is not None:
+            self._misc.cancel()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._unwatch()
+        sock = self.client.socket()
+        if sock is not None:
+            sock.close()  # paho's own close would call back into a loop that stopped
+
+    # ------------------------------------------------ connecting
+
+    async def _run(self) -> None:
+        while not self._stopped:
+            self._closed.clear()
+            try:
+                await asyncio.to_thread(self.client.reconnect)
+            except (OSError, ValueError) as exc:  # ssl.SSLError and CertificateError too
+                if self._stopped:
+                    return
+                self._on_attempt_failed(exc)
+            else:
+                await self._closed.wait()
+            if self._stopped:
+                return
+            self._delay = (self._min_delay if self._delay is None
+                           else min(self._delay * 2, self._max_delay))
+            self._on_waiting(self._delay)
+            await asyncio.sleep(self._delay)
+
+    # ------------------------------------------------ the socket, watched by the loop
+
+    def _on_loop(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run `fn` on the loop: now if called there, else handed over (a connect's thread)."""
+        if threading.get_ident() == self._loop_thread:
+            fn(*args)
+        elif self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(fn, *args)
+
+    def _paho_socket_open(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._watch, sock)
+
+    def _paho_socket_close(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        # On the loop: paho closes the socket from loop_read, loop_write or loop_misc (a
+        # connect's thread closes one only if a failed attempt left it open).
+        self._on_loop(self._socket_closed)
+
+    def _socket_closed(self) -> None:
+        self._unwatch()
+        self._closed.set()
+
+    def _paho_register_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._want_write, sock)
+
+    def _paho_unregister_write(self, client: paho.Client, userdata: Any, sock: Any) -> None:
+        self._on_loop(self._no_write, sock)
+
+    def _watch(self, sock: Any) -> None:
+        if self._loop is None or self._stopped or self.client.socket() is not sock:
+            if self._stopped:
+                sock.close()  # a connect that finished after stop()
+            return
+        self._watched = sock
+        self._loop.add_reader(self._watched, self._readable)
+
+    def _want_write(self, sock: Any) -> None:
+        if self._loop is not None and self._watched is sock and self.client.want_write():
+            self._loop.add_writer(sock, self._writable)
+
+    def _no_write(self, sock: Any) -> None:
+        if self._loop is not None and self._watched is sock:
+            self._loop.remove_writer(sock)
+
+    def _unwatch(self) -> None:
+        sock, self._watched = self._watched, None
+        if sock is not None and self._loop is not None and not self._loop.is_closed():
+            try:
+                self._loop.remove_reader(sock)
+                self._loop.remove_writer(sock)
+            except ValueError:  # already closed: epoll forgot it with the descriptor
+                pass
+
+    def _readable(self) -> None:
+        try:
+            self.client.loop_read()
+        except Exception:  # a bug in a callback must not end the uplink's reading
+            log.exception("MQTT: handling what the broker sent failed")
+        sock = self.client.socket()
+        if isinstance(sock, ssl.SSLSocket) and sock.pending() and self._loop is not None:
+            # Decrypted bytes wait in the TLS layer, where epoll does not see them.
+            self._loop.call_soon(self._readable)
+
+    def _writable(self) -> None:
+        try:
+            self.client.loop_write()
+        except Exception:
+            log.exception("MQTT: sending to the broker failed")
+
+    def _keepalive(self) -> None:
+        if self._stopped or self._loop is None:
+            return
+        try:
+            self.client.loop_misc()
+        except Exception:
+            log.exception("MQTT: keepalive bookkeeping failed")
+        self._misc = self._loop.call_later(MISC_INTERVAL, self._keepalive)

@@ -39,7 +39,7 @@ from typing import Any
 from .buffer_bench import _Mosquitto
 from .modbus_throughput import DEVICES, _tags
 from .modbus_throughput import _serve as _serve_modbus
-from .opcua_bench import NS
+from .opcua_bench import NS, QUEUE
 from .opcua_bench import _serve as _serve_opcua
 from .ports import free_port, free_ports
 from .probe import cpu_seconds, metric_total
@@ -90,7 +90,8 @@ def _config(workdir: Path, load: Load, opcua: int, modbus: list[int], mqtt: int,
         "devices": [
             {"id": "cell-plc", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{opcua}/bench",
              "publishing_interval": load.publishing_interval,
-             "tags": [{"name": f"v{n}", "node": f"nsu={NS};s=v{n}", "publish": "on_change"}
+             "tags": [{"name": f"v{n}", "node": f"nsu={NS};s=v{n}", "publish": "on_change",
+                       "queue_size": QUEUE}
                       for n in range(load.opcua_items)]},
             *({"id": f"press{i}", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
                "poll_interval": load.poll_interval, "tags": registers}
@@ -141,7 +142,8 @@ def _bridge(load: Load, opcua: int, modbus: list[int], mqtt: int, counts: Any) -
                                                         Handler())
         nodes = [client.get_node(f"ns={idx};s=v{n}") for n in range(load.opcua_items)]
         for first in range(0, len(nodes), 500):
-            await subscription.subscribe_data_change(nodes[first:first + 500])
+            await subscription.subscribe_data_change(nodes[first:first + 500],
+                                                     queuesize=QUEUE)
         tags = [ModbusTag.model_validate(t) for t in _register_tags(load.registers_per_device)]
         ranges = [(r.start, r.count) for r in plan_reads(tags, 16)]
 

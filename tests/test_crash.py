@@ -84,6 +84,7 @@ def line(tmp_path: Path) -> Iterator[Line]:
     instance.stop()
 
 
+@pytest.mark.slow
 def test_twenty_kills_lose_nothing_reorder_nothing_and_count_exactly(
         tmp_path: Path, broker: Broker, collector: Collector, line: Line) -> None:
     buffer = tmp_path / "buffer.db"

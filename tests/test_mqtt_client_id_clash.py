@@ -38,7 +38,7 @@ async def until(predicate: object, within: float) -> None:
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+@pytest.mark.parametrize("protocol", ["3.1.1", pytest.param("5", marks=pytest.mark.slow)])
 async def test_a_client_id_clash_is_named_with_the_setting_to_change(
         tmp_path: Path, broker: Broker, protocol: str,
         caplog: pytest.LogCaptureFixture) -> None:

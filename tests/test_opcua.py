@@ -332,6 +332,7 @@ async def test_a_silent_subscription_is_recreated_but_quiet_values_are_not(plc: 
         await stop(task)
 
 
+@pytest.mark.slow
 async def test_five_thousand_items_split_to_a_limit_of_100_per_call(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from asyncua import ua

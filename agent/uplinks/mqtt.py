@@ -35,7 +35,8 @@ from .topics import TopicRenderer
 
 log = logging.getLogger("floorlink.mqtt")
 
-# How long closing waits for the offline presence's PUBACK, then for the DISCONNECT.
+# Closing waits at most this long in all for the offline presence's PUBACK and the
+# DISCONNECT to be written (the agent's stop budget counts 2 s per uplink).
 CLOSE_WAIT = 2.0
 
 
@@ -146,15 +147,18 @@ class MqttPublisher:
         assert self._link is not None
         if client.is_connected():
             info = client.publish(self._status_topic, self._presence("offline"), qos=1, retain=True)
-            confirmed = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            confirmed = loop.create_future()
             self._waiting[info.mid] = confirmed
+            deadline = loop.time() + CLOSE_WAIT
             try:
-                await asyncio.wait_for(confirmed, CLOSE_WAIT)
+                # Most of the budget; the rest is for the DISCONNECT, written next turn.
+                await asyncio.wait_for(confirmed, CLOSE_WAIT * 0.75)
             except (TimeoutError, UplinkRejected) as exc:
                 log.debug("offline presence not confirmed: %s", exc)
             client.disconnect()
             try:
-                await asyncio.wait_for(self._link.wait_closed(), CLOSE_WAIT)
+                await asyncio.wait_for(self._link.wait_closed(), deadline - loop.time())
             except TimeoutError:
                 log.debug("the MQTT connection did not close within %g s", CLOSE_WAIT)
         await self._link.stop()

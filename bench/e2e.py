@@ -81,13 +81,28 @@ def _register_tags(count: int) -> list[dict[str, Any]]:
     return tags
 
 
+def write_agent_config(workdir: Path, name: str, devices: list[dict[str, Any]],
+                       telemetry: str, mqtt: int, status: int) -> Path:
+    """A bench agent's config: these devices, one MQTT uplink (window 100), a status port."""
+    config = {
+        "site": "bench", "agent": {"id": name}, "devices": devices,
+        "buffer": {"path": str(workdir / f"{name}-{telemetry}.db")},
+        "telemetry": {"events": telemetry},
+        "uplinks": [{"id": "broker", "type": "mqtt", "host": "127.0.0.1", "port": mqtt,
+                     "max_inflight": 100}],
+        "status": {"port": status},
+    }
+    path = workdir / f"{name}-{telemetry}.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
 def _config(workdir: Path, load: Load, opcua: int, modbus: list[int], mqtt: int,
             status: int, telemetry: str) -> Path:
     registers = [{**tag, "publish": "on_change"} for tag in _register_tags(
         load.registers_per_device)]
-    config = {
-        "site": "bench", "agent": {"id": "e2e"},
-        "devices": [
+    return write_agent_config(
+        workdir, f"e2e-{load.opcua_items}", [
             {"id": "cell-plc", "protocol": "opcua", "endpoint": f"opc.tcp://127.0.0.1:{opcua}/bench",
              "publishing_interval": load.publishing_interval,
              "tags": [{"name": f"v{n}", "node": f"nsu={NS};s=v{n}", "publish": "on_change",
@@ -96,16 +111,7 @@ def _config(workdir: Path, load: Load, opcua: int, modbus: list[int], mqtt: int,
             *({"id": f"press{i}", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
                "poll_interval": load.poll_interval, "tags": registers}
               for i, port in enumerate(modbus)),
-        ],
-        "buffer": {"path": str(workdir / f"e2e-{load.opcua_items}-{telemetry}.db")},
-        "telemetry": {"events": telemetry},
-        "uplinks": [{"id": "broker", "type": "mqtt", "host": "127.0.0.1", "port": mqtt,
-                     "max_inflight": 100}],
-        "status": {"port": status},
-    }
-    path = workdir / f"e2e-{load.opcua_items}-{telemetry}.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
+        ], telemetry, mqtt, status)
 
 
 def _bridge(load: Load, opcua: int, modbus: list[int], mqtt: int, counts: Any) -> None:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from .buffer_bench import _Mosquitto
-from .e2e import _stop
+from .e2e import _stop, write_agent_config
 from .latency import Arrivals
 from .ports import free_port, free_ports
 from .probe import cpu_seconds, rss_mb
@@ -81,20 +81,9 @@ def _config(workdir: Path, ports: list[int], per_device: int, mqtt: int, status:
             shape: str) -> Path:
     tags = [{"name": f"r{n}", "register": 40001 + n, "publish": "on_change"}
             for n in range(per_device)]
-    config = {
-        "site": "bench", "agent": {"id": "tpc"},
-        "devices": [{"id": f"plc{i}", "protocol": "modbus_tcp", "host": "127.0.0.1",
-                     "port": port, "poll_interval": 1.0, "tags": tags}
-                    for i, port in enumerate(ports)],
-        "buffer": {"path": str(workdir / f"tpc-{per_device}-{shape}.db")},
-        "telemetry": {"events": shape},
-        "uplinks": [{"id": "broker", "type": "mqtt", "host": "127.0.0.1", "port": mqtt,
-                     "max_inflight": 100}],
-        "status": {"port": status},
-    }
-    path = workdir / f"tpc-{per_device}-{shape}.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
+    devices = [{"id": f"plc{i}", "protocol": "modbus_tcp", "host": "127.0.0.1", "port": port,
+                "poll_interval": 1.0, "tags": tags} for i, port in enumerate(ports)]
+    return write_agent_config(workdir, f"tpc-{per_device}", devices, shape, mqtt, status)
 
 
 class _Arrivals(Arrivals):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import ssl
 import time
 from typing import Any
@@ -65,11 +64,6 @@ class MqttPublisher:
         self._refused_logged: str | None = None
         self._takeovers = TakeoverWatch()
         self._closing = False
-        # The reconnect delay starts at _min_delay, doubles after each failed attempt up
-        # to reconnect_max, and starts over once a CONNACK accepted us. Each agent starts
-        # from its own random delay, so a fleet does not reconnect in lockstep after the
-        # broker restarts.
-        self._min_delay = random.uniform(0.5, 1.5)
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -111,7 +105,7 @@ class MqttPublisher:
         else:
             client.connect_async(self.settings.host, self.settings.port,
                                  keepalive=int(self.settings.keepalive))
-        self._link = LoopDrivenClient(client, self._min_delay, self.settings.reconnect_max,
+        self._link = LoopDrivenClient(client, self.settings.reconnect_max,
                                       self._on_unreachable, self._on_waiting)
         self._link.start()
 

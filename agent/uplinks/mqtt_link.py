@@ -8,14 +8,17 @@ calls `loop_misc` once a second for keepalives, and paho's callbacks run on the 
 Only connecting blocks (name lookup, TCP connect, TLS handshake, up to paho's connect
 timeout), so each attempt runs in a worker thread; paho's callbacks from that thread
 are handed to the loop. Reconnecting is ours: after a lost connection or a failed
-attempt the link waits, doubling from `min_delay` up to `max_delay`, and starts over
-from `min_delay` once a broker accepted the session (`accepted`) - paho's own policy.
+attempt the link waits, doubling up to `max_delay`, and starts over once a broker
+accepted the session (`accepted`) - paho's own policy. Each link starts its doubling from
+its own random 0.5-1.5 s, so a fleet does not reconnect in lockstep after the broker
+restarts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import ssl
 import threading
 from collections.abc import Callable
@@ -30,13 +33,13 @@ MISC_INTERVAL = 1.0
 
 
 class LoopDrivenClient:
-    def __init__(self, client: paho.Client, min_delay: float, max_delay: float,
+    def __init__(self, client: paho.Client, max_delay: float,
                  on_attempt_failed: Callable[[BaseException], None],
                  on_waiting: Callable[[float], None]) -> None:
         """`client` must have had `connect_async` called; `on_attempt_failed` hears why
         an attempt to connect failed, `on_waiting` how long until the next one."""
         self.client = client
-        self._min_delay, self._max_delay = min_delay, max_delay
+        self._min_delay, self._max_delay = random.uniform(0.5, 1.5), max_delay
         self._on_attempt_failed = on_attempt_failed
         self._on_waiting = on_waiting
         self._delay: float | None = None
@@ -135,7 +138,9 @@ class LoopDrivenClient:
         self._loop.add_reader(self._watched, self._readable)
 
     def _want_write(self, sock: Any) -> None:
-        if self._loop is not None and self._watched is sock and self.client.want_write():
+        # No want_write() test here: paho registers once and then waits for its
+        # unregistration, so a registration skipped here would stall its writes.
+        if self._loop is not None and self._watched is sock:
             self._loop.add_writer(sock, self._writable)
 
     def _no_write(self, sock: Any) -> None:

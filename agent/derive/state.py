@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -223,5 +224,16 @@ def _holds_non_finite(state: Any) -> bool:
     """Only telemetry memories hold PLC values as they came; counters and times are
     checked numbers."""
     memories: dict[str, TelemetryMemory] = getattr(state, "telemetry", {})
-    return any(has_non_finite(memory.value) or has_non_finite(memory.published_value)
-               for memory in memories.values())
+    for memory in memories.values():
+        for value in (memory.value, memory.published_value):
+            kind = type(value)
+            # The common kinds first, without a call: this walk runs before every state
+            # write, over every memory of the device.
+            if kind is int or kind is str or kind is bool or value is None:
+                continue
+            if kind is float:
+                if not math.isfinite(value):
+                    return True
+            elif has_non_finite(value):
+                return True
+    return False

@@ -680,7 +680,18 @@ class TelemetrySettings(Strict):
 
 
 MAX_TOPIC_BYTES = 65_535  # MQTT: a UTF-8 string with a two-byte length
-TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "lane")
+# {type_path} is the type with '/' for '.' (downtime/started): NATS, whose subjects use
+# '.' as their separator, drops a client that publishes to a topic holding one.
+TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "type_path", "lane")
+
+
+class MqttServer(Strict):
+    host: str = Field(min_length=1, max_length=253)
+    port: Port = 1883
+
+
+# A cluster has three to seven nodes; a list past this is a mistake in the file.
+MAX_MQTT_SERVERS = 16
 
 
 class MqttUplink(Strict):
@@ -688,6 +699,14 @@ class MqttUplink(Strict):
     type: Literal["mqtt"]
     host: str = "127.0.0.1"
     port: Port = 1883
+    servers: list[MqttServer] | None = Field(
+        default=None, min_length=1, max_length=MAX_MQTT_SERVERS,
+        description=(
+            "The nodes of a broker cluster, instead of host and port. A lost connection "
+            "moves to the next node, with the same client id and session; the uplink stays "
+            "on the node it reached until that one fails (see docs/uplinks.md)."
+        ),
+    )
     tls: TlsSettings | None = Field(default=None, description="TLS; usually with port 8883.")
     events: EventFilter = Field(default_factory=lambda: ["*"])
     state_topic: str | None = Field(
@@ -725,6 +744,28 @@ class MqttUplink(Strict):
             "(quality holds never wait). 0: unlimited."
         ),
     )
+
+    @model_validator(mode="after")
+    def _one_way_to_name_the_broker(self) -> MqttUplink:
+        if self.servers is None:
+            return self
+        both = sorted({"host", "port"} & self.model_fields_set)
+        if both:
+            raise ValueError(f"give the broker either as servers or as host and port, not "
+                             f"both: move {' and '.join(both)} into the servers list")
+        seen: set[tuple[str, int]] = set()
+        for server in self.servers:
+            key = (server.host.lower(), server.port)
+            if key in seen:
+                raise ValueError(f"servers lists {server.host}:{server.port} twice")
+            seen.add(key)
+        return self
+
+    def endpoints(self) -> list[tuple[str, int]]:
+        """The brokers to try, in order: the servers list, or the one host and port."""
+        if self.servers is None:
+            return [(self.host, self.port)]
+        return [(server.host, server.port) for server in self.servers]
 
     @field_validator("topic", "status_topic", "state_topic")
     @classmethod

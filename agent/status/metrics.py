@@ -124,6 +124,13 @@ class _BoardCollector(Collector):
                                    labels=labels)
         disconnects = CounterMetricFamily("floorlink_uplink_disconnects",
                                           "Times the uplink lost its peer.", labels=labels)
+        failovers = CounterMetricFamily(
+            "floorlink_uplink_failovers",
+            "Times the uplink's session moved to another node of a broker cluster.",
+            labels=labels)
+        server = GaugeMetricFamily("floorlink_uplink_server",
+                                   "1 for the broker node the uplink is on or trying.",
+                                   labels=[*labels, "server"])
         paused = GaugeMetricFamily("floorlink_uplink_paused",
                                    "1 while the uplink waits for someone to act.", labels=labels)
         backlog = GaugeMetricFamily("floorlink_uplink_backlog_events",
@@ -137,12 +144,15 @@ class _BoardCollector(Collector):
             delivered.add_metric(key, u.delivered)
             dead.add_metric(key, u.dead_lettered)
             disconnects.add_metric(key, u.disconnects)
+            failovers.add_metric(key, u.failovers)
+            server.add_metric([*key, u.target], 1.0)
             paused.add_metric(key, 1.0 if u.alarm else 0.0)
             if stats is not None:
                 backlog.add_metric(key, sum(stats.backlog.get(u.uplink, {}).values()))
                 at = stats.oldest_pending_at.get(u.uplink)
                 oldest.add_metric(key, max(0.0, now - at) if at else 0.0)
-        yield from (connected, delivered, dead, disconnects, paused, backlog, oldest)
+        yield from (connected, delivered, dead, disconnects, failovers, server, paused, backlog,
+                    oldest)
 
     def _buffer(self) -> Iterator[Metric]:
         stats = self.board.buffer

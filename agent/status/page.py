@@ -151,6 +151,22 @@ def _devices(devices: list[dict[str, Any]]) -> str:
     return _cards("devices", "Devices", cards, "no devices configured")
 
 
+def _cluster(u: dict[str, Any]) -> str:
+    """A broker cluster: which node is in use, and the last move between nodes."""
+    nodes = " ".join(f"<b>{escape(s)}</b>" if s == u["target"] else escape(s)
+                     for s in u["servers"])
+    moves = u.get("failovers", 0)
+    text = f'{nodes} <span class=mute>{moves} failover{"" if moves == 1 else "s"}'
+    recent = u.get("recent_failovers") or []
+    if recent:
+        last = recent[-1]
+        after = last.get("resumed_after_s")
+        text += (f', last {escape(str(last["at"]))}: {escape(str(last["from"]))} → '
+                 f'{escape(str(last["to"]))}' + (f", {after} s without a broker"
+                                                 if after is not None else ""))
+    return text + "</span>"
+
+
 def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
     cards = []
     for u in uplinks:
@@ -163,6 +179,8 @@ def _uplinks(uplinks: list[dict[str, Any]], now: float) -> str:
                 ("Backlog", f'{u.get("backlog", "?")}'
                             + (f" (oldest {_duration(age)})" if age is not None else "")),
                 ("Dead letters", str(u.get("dead_letters_stored", u["dead_lettered"])))]
+        if u.get("servers"):
+            rows.append(("Servers", _cluster(u)))
         if u.get("missing"):
             rows.append(("Missing", f'<span class=warn>{escape(u["missing"])}</span>'))
         if u.get("refused"):

@@ -28,6 +28,11 @@ class UplinkHealth:
     credentials_accepted_at: float | None = None  # the upstream last took our key or login
     next_attempt_at: float | None = None  # while disconnected: when the next try is due
     details: dict[str, object] = field(default_factory=dict)
+    # A broker cluster (MQTT `servers`): every node, and each move from one to another.
+    servers: list[str] = field(default_factory=list)
+    failovers: int = 0
+    last_failover_at: float | None = None
+    recent_failovers: list[dict[str, object]] = field(default_factory=list)  # newest last
 
 
 class Uplink(Protocol):

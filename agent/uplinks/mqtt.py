@@ -24,6 +24,7 @@ from buffer import StoredEvent
 
 from .. import __version__
 from ..errors import UplinkRejected
+from ..events import format_time
 from ..settings.models import Config, MqttUplink
 from . import certificates
 from .base import UplinkHealth
@@ -37,13 +38,24 @@ log = logging.getLogger("floorlink.mqtt")
 # Closing waits at most this long in all for the offline presence's PUBACK and the
 # DISCONNECT to be written (the agent's stop budget counts 2 s per uplink).
 CLOSE_WAIT = 2.0
+# Failovers kept for the status page, newest last.
+RECENT_FAILOVERS = 10
 
 
 class MqttPublisher:
     def __init__(self, settings: MqttUplink, config: Config) -> None:
         self.id = settings.id
         self.settings = settings
-        self.health = UplinkHealth(settings.id, "mqtt", f"{settings.host}:{settings.port}")
+        self._endpoints = settings.endpoints()
+        self.health = UplinkHealth(settings.id, "mqtt", _address(*self._endpoints[0]))
+        if len(self._endpoints) > 1:
+            self.health.servers = [_address(*endpoint) for endpoint in self._endpoints]
+        self._host, self._port = self._endpoints[0]  # the server of this attempt
+        self._accepted_by: str | None = None  # the server of the last accepted session
+        self._lost_at: float | None = None  # when that session ended
+        # The last retained state per topic, published again on every new session: a
+        # cluster node that takes over may not hold it, nor a broker that restarted.
+        self._retained: dict[str, str] = {}
         self._topics = TopicRenderer.for_config(settings.topic, config)
         self._state_topics = (TopicRenderer.for_config(settings.state_topic, config)
                               if settings.state_topic else None)
@@ -95,19 +107,26 @@ class MqttPublisher:
         client.on_disconnect = self._paho_on_disconnect
         client.on_publish = self._paho_on_publish
         self._client = client
-        if v5:
+        self._aim(0)
+        self._link = LoopDrivenClient(client, self.settings.reconnect_max,
+                                      self._on_unreachable, self._on_waiting,
+                                      servers=len(self._endpoints), aim=self._aim)
+        self._link.start()
+
+    def _aim(self, index: int) -> None:
+        """Point the client at server `index`; the same client id and session settings."""
+        assert self._client is not None
+        self._host, self._port = self._endpoints[index]
+        self.health.target = _address(self._host, self._port)
+        keepalive = int(self.settings.keepalive)
+        if self.settings.protocol == "5":
             # Keep the broker-side session for an hour across our reconnects.
             properties = Properties(PacketTypes.CONNECT)
             properties.SessionExpiryInterval = 3600
-            client.connect_async(self.settings.host, self.settings.port,
-                                 keepalive=int(self.settings.keepalive), clean_start=False,
-                                 properties=properties)
+            self._client.connect_async(self._host, self._port, keepalive=keepalive,
+                                       clean_start=False, properties=properties)
         else:
-            client.connect_async(self.settings.host, self.settings.port,
-                                 keepalive=int(self.settings.keepalive))
-        self._link = LoopDrivenClient(client, self.settings.reconnect_max,
-                                      self._on_unreachable, self._on_waiting)
-        self._link.start()
+            self._client.connect_async(self._host, self._port, keepalive=keepalive)
 
     def submit(self, event: StoredEvent) -> asyncio.Future[None]:
         assert self._client is not None
@@ -123,8 +142,10 @@ class MqttPublisher:
                                         qos=self.settings.qos, properties=properties)
             if self._state_topics is not None and event.type.endswith("machine.state_changed"):
                 # Retained, so a dashboard that subscribes later sees the state right away.
-                self._client.publish(self._state_topics.render(event), event.body,
-                                     qos=self.settings.qos, retain=True)
+                state_topic = self._state_topics.render(event)
+                self._client.publish(state_topic, event.body, qos=self.settings.qos,
+                                     retain=True)
+                self._retained[state_topic] = event.body
         except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
             future.set_exception(UplinkRejected(f"not publishable: {exc}"))
             return future
@@ -207,8 +228,29 @@ class MqttPublisher:
             # A clash stays on the page until a session outlasts it.
             self._loop.call_later(SHORT_SECONDS, self._clash_over, self.health.since)
         log.info("MQTT broker %s reached (uplink %s)", target, self.id)
+        self._note_failover(target)
         if self._client is not None:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
+            # Before paho sends again what the last session left unacknowledged: where
+            # that holds a newer state for a topic, it lands after this and stays.
+            for topic, body in self._retained.items():
+                self._client.publish(topic, body, qos=self.settings.qos, retain=True)
+
+    def _note_failover(self, server: str) -> None:
+        """A session accepted by another server than the last one is a failover."""
+        previous, self._accepted_by = self._accepted_by, server
+        if previous is None or previous == server:
+            return
+        now = time.time()
+        resumed_after = round(now - self._lost_at, 3) if self._lost_at is not None else None
+        self.health.failovers += 1
+        self.health.last_failover_at = now
+        self.health.recent_failovers = [
+            *self.health.recent_failovers[-(RECENT_FAILOVERS - 1):],
+            {"at": format_time(now), "from": previous, "to": server,
+             "resumed_after_s": resumed_after}]
+        log.warning("MQTT uplink %s moved from %s to %s (%s s without a broker)", self.id,
+                    previous, server, resumed_after)
 
     def _on_waiting(self, delay: float) -> None:
         """The link waits `delay` before it tries again: say when that will be."""
@@ -234,8 +276,8 @@ class MqttPublisher:
         assert self._context is not None
         assert self.settings.tls is not None
         try:
-            error = await asyncio.to_thread(handshake_error, self.settings.host,
-                                            self.settings.port, self._context)
+            error = await asyncio.to_thread(handshake_error, self._host, self._port,
+                                            self._context)
         finally:
             self._explaining = False
         if error is None or (isinstance(error, OSError) and not isinstance(
@@ -243,7 +285,7 @@ class MqttPublisher:
             self._report_unreachable(f"MQTT broker {self.health.target} not reachable")
         else:
             self._report_unreachable(f"MQTT broker {self.health.target}: "
-                                     f"{explain(error, self.settings.host, self.settings.tls)}")
+                                     f"{explain(error, self._host, self.settings.tls)}")
 
     def _on_disconnect(self, reason: str) -> None:
         if self._closing:
@@ -257,6 +299,7 @@ class MqttPublisher:
                 self.health.last_error = f"disconnected: {reason}"
             self.health.connected, self.health.since = False, now
             self.health.disconnects += 1
+            self._lost_at = now
         elif self._refused_logged is None:
             # The connection ended before the broker's CONNACK, and no refusal was
             # reported: under TLS 1.3 a broker that wants a client certificate drops the
@@ -297,3 +340,7 @@ class MqttPublisher:
                                                 answer=f"PUBACK reason: {reason}"))
         else:
             future.set_result(None)
+
+
+def _address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -12,6 +12,12 @@ attempt the link waits, doubling up to `max_delay`, and starts over once a broke
 accepted the session (`accepted`) - paho's own policy. Each link starts its doubling from
 its own random 0.5-1.5 s, so a fleet does not reconnect in lockstep after the broker
 restarts.
+
+With several servers (the nodes of a cluster), a lost connection or a failed attempt
+moves to the next one, after a random pause under half a second; only a round in which
+no server accepted the session waits the doubling delay. The link stays on the server
+that accepted it until that one fails: the nodes serve the same namespace, and moving
+back would cost every agent a second session move for nothing.
 """
 
 from __future__ import annotations
@@ -30,15 +36,25 @@ log = logging.getLogger("floorlink.mqtt")
 
 # How often paho's keepalive bookkeeping runs; paho's own loop wakes once a second too.
 MISC_INTERVAL = 1.0
+# Moving to the next server waits a random pause up to this, so the agents of a plant,
+# all dropped by one node at once, do not reach the next one in the same instant.
+SWITCH_JITTER = 0.5
 
 
 class LoopDrivenClient:
     def __init__(self, client: paho.Client, max_delay: float,
                  on_attempt_failed: Callable[[BaseException], None],
-                 on_waiting: Callable[[float], None]) -> None:
+                 on_waiting: Callable[[float], None],
+                 servers: int = 1, aim: Callable[[int], None] | None = None) -> None:
         """`client` must have had `connect_async` called; `on_attempt_failed` hears why
-        an attempt to connect failed, `on_waiting` how long until the next one."""
+        an attempt to connect failed, `on_waiting` how long until the next one. With
+        `servers` > 1, `aim(index)` is called before each attempt and points the client
+        at that server (with `connect_async`)."""
         self.client = client
+        self._servers, self._aim = servers, aim
+        self.server = 0  # the index of the server this attempt or connection is with
+        self._untried = servers  # servers left to try in this round
+        self._accepted_now = False
         self._min_delay, self._max_delay = random.uniform(0.5, 1.5), max_delay
         self._on_attempt_failed = on_attempt_failed
         self._on_waiting = on_waiting
@@ -64,6 +80,7 @@ class LoopDrivenClient:
     def accepted(self) -> None:
         """A broker accepted the session: the next wait starts over from the shortest."""
         self._delay = None
+        self._accepted_now = True
 
     async def wait_closed(self) -> None:
         """Until the socket is closed, as it is once a DISCONNECT was written."""
@@ -87,6 +104,9 @@ class LoopDrivenClient:
     async def _run(self) -> None:
         while not self._stopped:
             self._closed.clear()
+            self._accepted_now = False
+            if self._aim is not None:
+                self._aim(self.server)
             try:
                 await asyncio.to_thread(self.client.reconnect)
             except (OSError, ValueError) as exc:  # ssl.SSLError and CertificateError too
@@ -97,10 +117,23 @@ class LoopDrivenClient:
                 await self._closed.wait()
             if self._stopped:
                 return
-            self._delay = (self._min_delay if self._delay is None
-                           else min(self._delay * 2, self._max_delay))
-            self._on_waiting(self._delay)
-            await asyncio.sleep(self._delay)
+            await asyncio.sleep(self._next_wait())
+
+    def _next_wait(self) -> float:
+        """Move on to the next server, and say how long to wait before trying it."""
+        # A session that was accepted starts a new round: the server that dropped it
+        # counts as tried. Otherwise this attempt used up one server of the round.
+        self._untried = self._servers - 1 if self._accepted_now else self._untried - 1
+        self.server = (self.server + 1) % self._servers
+        if self._untried > 0:
+            pause = random.uniform(0, SWITCH_JITTER)  # the next server, promptly
+            self._on_waiting(pause)
+            return pause
+        self._untried = self._servers
+        self._delay = (self._min_delay if self._delay is None
+                       else min(self._delay * 2, self._max_delay))
+        self._on_waiting(self._delay)
+        return self._delay
 
     # ------------------------------------------------ the socket, watched by the loop
 

@@ -39,7 +39,7 @@ class TopicRenderer:
 
     def _render(self, event: StoredEvent) -> str:
         area, line = self.places.get(event.subject, (MISSING, MISSING))
+        kind = short_type(event.type) if event.type.startswith("floorlink.") else event.type
         return self.template.format(
             site=self.site, agent=self.agent, area=area, line=line, asset=event.subject,
-            type=short_type(event.type) if event.type.startswith("floorlink.") else event.type,
-            lane=Lane(event.lane).label)
+            type=kind, type_path=kind.replace(".", "/"), lane=Lane(event.lane).label)

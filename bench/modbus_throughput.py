@@ -33,18 +33,24 @@ def _tags() -> list[dict[str, Any]]:
     return tags
 
 
+async def start_register_servers(ports: list[int], count: int, value: int) -> list[Any]:
+    """A pymodbus TCP server on each port: unit 1, `count` holding registers at `value`."""
+    from pymodbus.server import ModbusTcpServer
+    from pymodbus.simulator import DataType, SimData, SimDevice
+
+    servers = []
+    for port in ports:
+        device = SimDevice(id=1, simdata=[SimData(address=0, count=count, values=value,
+                                                  datatype=DataType.REGISTERS)])
+        server = ModbusTcpServer(device, address=("127.0.0.1", port))
+        await server.serve_forever(background=True)
+        servers.append(server)
+    return servers
+
+
 def _serve(ports: list[int], ready: Any) -> None:
     async def main() -> None:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        servers = []
-        for port in ports:
-            device = SimDevice(id=1, simdata=[SimData(address=0, count=400, values=7,
-                                                      datatype=DataType.REGISTERS)])
-            server = ModbusTcpServer(device, address=("127.0.0.1", port))
-            await server.serve_forever(background=True)
-            servers.append(server)
+        await start_register_servers(ports, 400, 7)
         ready.set()
         await asyncio.Event().wait()
 

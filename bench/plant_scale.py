@@ -43,8 +43,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.natscluster import NatsCluster
-
+from .modbus_throughput import start_register_servers
+from .natscluster import NatsCluster
 from .ports import free_ports
 from .probe import cpu_seconds, rss_mb
 
@@ -57,16 +57,7 @@ def _serve_lines(ports: list[int], ready: Any) -> None:
     """A press per port: a part a second while running, a stop of 3-8 s now and then."""
 
     async def main() -> None:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        servers = []
-        for port in ports:
-            device = SimDevice(id=1, simdata=[SimData(address=0, count=8, values=0,
-                                                      datatype=DataType.REGISTERS)])
-            server = ModbusTcpServer(device, address=("127.0.0.1", port))
-            await server.serve_forever(background=True)
-            servers.append(server)
+        servers = await start_register_servers(ports, 8, 0)
         ready.set()
         dice = random.Random(7)
         good = [0] * len(servers)
@@ -128,12 +119,17 @@ class _Subscriber:
         self.ports, self.turn = ports, 0
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="plant-consumer",
                                   clean_session=False)
+        self.subscribed = threading.Event()
         self.client.on_connect = lambda c, u, f, r, p: c.subscribe("floorlink/#", qos=1)
+        self.client.on_subscribe = lambda c, u, mid, codes, p: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
         self.client.reconnect_delay_set(0.2, 2)
         self.client.connect("127.0.0.1", ports[-1])
         self.client.loop_start()
+        # What is published before the subscription exists is not for this subscriber.
+        if not self.subscribed.wait(30):
+            raise RuntimeError("the subscriber's subscription was not acknowledged")
 
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason: Any,
                        properties: Any) -> None:
@@ -173,16 +169,22 @@ def _check(events: list[tuple[str, str, str, int, str]]) -> dict[str, Any]:
         streams.setdefault((source, subject, lane), set()).add(sequence)
         if ids.setdefault((source, subject, lane, sequence), event_id) != event_id:
             clashes += 1
-    gaps = sum(max(seen) - len(seen) for seen in streams.values())
+    gaps = {stream: sorted(set(range(1, max(seen) + 1)) - seen)
+            for stream, seen in streams.items() if max(seen) != len(seen)}
     unique = sum(len(seen) for seen in streams.values())
-    sources = {source for source, _, _ in streams}
-    return {"events": unique, "duplicates": len(events) - unique, "missing": gaps,
-            "two_ids_one_event": clashes, "agents_heard": len(sources)}
+    # floorlink://<site>/<agent>/...: the agent that made the event
+    agents = {source.split("/")[3] for source, _, _ in streams}
+    return {"events": unique, "duplicates": len(events) - unique,
+            "missing": sum(len(missing) for missing in gaps.values()),
+            "gaps": {"|".join(stream): missing[:10] for stream, missing in gaps.items()},
+            "two_ids_one_event": clashes, "agents_heard": len(agents)}
 
 
-def run(agents: int, seconds: float, kill_every: float) -> dict[str, Any]:
+def run(agents: int, seconds: float, kill_every: float,
+        keep: Path | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="floorlink-plant-") as tmp:
-        workdir = Path(tmp)
+        workdir = keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         cluster = NatsCluster(workdir / "nats")
         cluster.start()
         cluster.wait_ready()
@@ -208,7 +210,9 @@ def run(agents: int, seconds: float, kill_every: float) -> dict[str, Any]:
                 time.sleep(STAGGER)
             started = time.monotonic()
             cpu_start = [cpu_seconds(p.pid) for p in procs]
-            broker_start = {n: cpu_seconds(p.pid) for n, p in enumerate(cluster.procs) if p}
+            # By process: a node killed and started again is a new process, counted whole.
+            broker_start = {p.pid: cpu_seconds(p.pid) for p in cluster.procs if p}
+            broker_gone = 0.0  # CPU of the node processes killed during the run
             rss_agents: list[float] = []
             rss_brokers: list[float] = []
             next_kill = started + kill_every if kill_every else float("inf")
@@ -217,13 +221,17 @@ def run(agents: int, seconds: float, kill_every: float) -> dict[str, Any]:
                 rss_agents.append(sum(rss_mb(p.pid) for p in procs))
                 rss_brokers.append(sum(rss_mb(p.pid) for p in cluster.procs if p))
                 if time.monotonic() >= next_kill:
+                    alive = {p.pid: cpu_seconds(p.pid) - broker_start.get(p.pid, 0.0)
+                             for p in cluster.procs if p}
                     kills.append(_kill_busiest(cluster, status))
+                    broker_gone += sum(cpu for pid, cpu in alive.items()
+                                       if pid not in {p.pid for p in cluster.procs if p})
                     next_kill = time.monotonic() + kill_every
             elapsed = time.monotonic() - started
             agents_cpu = sum(cpu_seconds(p.pid) - c for p, c in zip(procs, cpu_start,
                                                                         strict=True))
-            brokers_cpu = sum(cpu_seconds(p.pid) - broker_start.get(n, 0.0)
-                              for n, p in enumerate(cluster.procs) if p)
+            brokers_cpu = broker_gone + sum(cpu_seconds(p.pid) - broker_start.get(p.pid, 0.0)
+                                            for p in cluster.procs if p)
             statuses = [_status(port) for port in status]
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -282,8 +290,10 @@ def main() -> None:
     parser.add_argument("--kill-every", type=float, default=0.0,
                         help="kill the busiest broker node this often (0: never)")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep it (agents' and nodes' logs, configs)")
     args = parser.parse_args()
-    result = run(args.agents, args.seconds, args.kill_every)
+    result = run(args.agents, args.seconds, args.kill_every, args.keep)
     print(json.dumps(result, indent=2))
     args.out.write_text(json.dumps({"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                     **result}, indent=2))

@@ -37,6 +37,7 @@ from typing import Any
 from .buffer_bench import _Mosquitto
 from .e2e import _stop, write_agent_config
 from .latency import Arrivals
+from .modbus_throughput import start_register_servers
 from .ports import free_port, free_ports
 from .probe import cpu_seconds, rss_mb
 
@@ -52,16 +53,7 @@ def _serve(ports: list[int], per_device: int, ready: Any) -> None:
     os.sched_setaffinity(0, {OTHERS_CPU})
 
     async def main() -> None:
-        from pymodbus.server import ModbusTcpServer
-        from pymodbus.simulator import DataType, SimData, SimDevice
-
-        servers = []
-        for port in ports:
-            device = SimDevice(id=1, simdata=[SimData(address=0, count=per_device, values=0,
-                                                      datatype=DataType.REGISTERS)])
-            server = ModbusTcpServer(device, address=("127.0.0.1", port))
-            await server.serve_forever(background=True)
-            servers.append(server)
+        servers = await start_register_servers(ports, per_device, 0)
         ready.set()
         tick, next_at = 0, time.monotonic()
         while True:

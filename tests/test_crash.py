@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 from conftest import LINE_CONFIG, AgentProcess, Broker, Collector, Line, free_port, wait_until
 from test_end_to_end import MICRO_STOP, assert_order_and_completeness
-from truth import observed, summarize
+from truth import counts_covered, observed, summarize
 from wal import uncommitted_frames
 
 KILLS = 20
@@ -117,13 +117,8 @@ def test_twenty_kills_lose_nothing_reorder_nothing_and_count_exactly(
                SCENARIO_SECONDS + 60, "the scenario to end")
     truth = summarize(line.records(), MICRO_STOP)
 
-    def settled() -> bool:
-        seen = observed(collector.unique_events())
-        return all(seen.get(asset, {}).get("good", 0) >= t.good
-                   and seen.get(asset, {}).get("scrap", 0) >= t.scrap
-                   for asset, t in truth.items())
-
-    wait_until(settled, 60, f"confirmations to cover the counters\n{agent.log()[-3000:]}")
+    wait_until(lambda: counts_covered(truth, collector.unique_events()), 60,
+               f"confirmations to cover the counters\n{agent.log()[-3000:]}")
     time.sleep(3)
     assert agent.stop() == 0, agent.log()[-3000:]
 

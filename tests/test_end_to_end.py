@@ -25,7 +25,7 @@ from conftest import (
     free_port,
     wait_until,
 )
-from truth import observed, summarize
+from truth import counts_covered, observed, summarize
 
 MICRO_STOP = 1.5
 SCENARIO_SECONDS = 22.0
@@ -61,14 +61,9 @@ class Rig:
                    SCENARIO_SECONDS + 30, "the scenario to end")
         truth = summarize(self.line.records(), MICRO_STOP)
 
-        def settled() -> bool:
-            seen = observed(self.collector.unique_events())
-            return all(seen.get(asset, {}).get("good", 0) >= t.good
-                       and seen.get(asset, {}).get("scrap", 0) >= t.scrap
-                       for asset, t in truth.items())
-
         # Production is confirmed every 2 s; allow generous slack on a busy machine.
-        wait_until(settled, 30, "confirmations to cover the simulator's counters")
+        wait_until(lambda: counts_covered(truth, self.collector.unique_events()), 30,
+                   "confirmations to cover the simulator's counters")
         time.sleep(3)  # anything extra (a double count) would arrive in this time
 
     def stop(self) -> None:

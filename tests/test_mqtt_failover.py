@@ -22,10 +22,11 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 from conftest import LINE_CONFIG, AgentProcess, Broker, Collector, Line, free_port, wait_until
-from natscluster import NatsCluster
 from paho.mqtt.enums import CallbackAPIVersion
 from test_end_to_end import MICRO_STOP, assert_order_and_completeness
-from truth import observed, summarize
+from truth import counts_covered, observed, summarize
+
+from bench.natscluster import NatsCluster
 
 SCENARIO_SECONDS = 45.0  # long enough for two kills, each with its node's return
 # A NATS 2.9 node that dies holding stream leaders leaves MQTT connects on the others
@@ -111,13 +112,8 @@ def test_killing_the_agents_node_moves_it_to_another_and_loses_nothing(
                    SCENARIO_SECONDS + 40, "the scenario to end")
         truth = summarize(line.records(), MICRO_STOP)
 
-        def settled() -> bool:
-            seen = observed(collector.unique_events())
-            return all(seen.get(asset, {}).get("good", 0) >= t.good
-                       and seen.get(asset, {}).get("scrap", 0) >= t.scrap
-                       for asset, t in truth.items())
-
-        wait_until(settled, 40, f"confirmations to cover the counters\n{agent.log()[-3000:]}")
+        wait_until(lambda: counts_covered(truth, collector.unique_events()), 40,
+                   f"confirmations to cover the counters\n{agent.log()[-3000:]}")
         time.sleep(3)  # anything extra (a double count) would arrive in this time
         status = _status(status_port)["uplinks"][0]
         assert agent.stop() == 0, agent.log()[-3000:]
@@ -207,6 +203,11 @@ def test_the_next_server_gets_the_retained_presence_and_states_again(tmp_path: P
         assert status["recent_failovers"][0]["from"] == f"127.0.0.1:{first.port}"
         page = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/", timeout=5).read()
         assert b"1 failover" in page
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{status_port}/metrics",
+                                         timeout=5).read().decode()
+        assert [line.rsplit(" ", 1)[1] for line in metrics.splitlines()
+                if line.startswith("floorlink_uplink_failovers_total{")] == ["1.0"]
+        assert f'server="127.0.0.1:{second.port}"' in metrics
     finally:
         agent.stop()
         line.stop()

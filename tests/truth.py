@@ -60,3 +60,12 @@ def observed(events: list[dict[str, Any]]) -> dict[str, Counter[str]]:
             c["good"] += event["data"]["good"]
             c["scrap"] += event["data"]["scrap"]
     return out
+
+
+def counts_covered(truth: dict[str, AssetTruth], events: list[dict[str, Any]]) -> bool:
+    """Whether the confirmations in `events` reach every asset's good and scrap count:
+    the last confirmation is in (more would be a double count, which tests check apart)."""
+    seen = observed(events)
+    return all(seen.get(asset, {}).get("good", 0) >= t.good
+               and seen.get(asset, {}).get("scrap", 0) >= t.scrap
+               for asset, t in truth.items())

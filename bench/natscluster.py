@@ -1,5 +1,6 @@
 """A three-node NATS cluster with JetStream and its MQTT listener, on loopback, for the
-failover tests and the plant-scale bench: Debian's nats-server, started like Mosquitto.
+failover tests (tests/test_mqtt_failover.py) and the plant-scale bench: Debian's
+nats-server, started like Mosquitto.
 
 NATS keeps MQTT sessions, retained messages and QoS 1 messages in JetStream streams,
 replicated across the nodes, so a client that moves to another node finds its session
@@ -11,30 +12,20 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 
+from .ports import free_ports
+
 NATS_SERVER = shutil.which("nats-server") or "/usr/bin/nats-server"
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for sock in sockets:
-            sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
-    finally:
-        for sock in sockets:
-            sock.close()
 
 
 class NatsCluster:
     def __init__(self, workdir: Path, nodes: int = 3) -> None:
         self.workdir = workdir
-        ports = _free_ports(nodes * 4)
+        ports = free_ports(nodes * 4)
         self.client_ports = ports[0:nodes]
         self.route_ports = ports[nodes:2 * nodes]
         self.mqtt_ports = ports[2 * nodes:3 * nodes]

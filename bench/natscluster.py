@@ -39,6 +39,12 @@ class NatsCluster:
         store = self.workdir / f"n{n}"
         store.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / f"n{n}.conf"
+        # One node is a plain JetStream server: a cluster block would have it wait for peers.
+        cluster = "" if len(self.route_ports) == 1 else f"""cluster {{
+  name: floorlink-test
+  listen: 127.0.0.1:{self.route_ports[n]}
+  routes: [{routes}]
+}}"""
         conf.write_text(f"""
 server_name: n{n}
 listen: 127.0.0.1:{self.client_ports[n]}
@@ -48,11 +54,7 @@ jetstream {{
   max_memory_store: 64MB
   max_file_store: 512MB
 }}
-cluster {{
-  name: floorlink-test
-  listen: 127.0.0.1:{self.route_ports[n]}
-  routes: [{routes}]
-}}
+{cluster}
 mqtt {{
   listen: 127.0.0.1:{self.mqtt_ports[n]}
   # Sessions, retained and QoS 1 messages on all three nodes: with one node down, the

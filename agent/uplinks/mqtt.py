@@ -327,6 +327,11 @@ class MqttPublisher:
             f"MQTT broker {self.health.target} {how}: another client is connected with the "
             f"same client id '{self._client_id}'. Two agents with the same agent.id do this: "
             f"give each agent its own agent.id, or set client_id on uplink '{self.id}'")
+        if "taken over" not in reason.lower():
+            # Measured: NATS drops a client that publishes to a topic holding '.' or ' '.
+            self.health.last_error += (
+                ". Or the broker refuses what this uplink publishes: NATS drops a client "
+                "that publishes to a topic holding '.' (use {type_path} instead of {type})")
         if not self._takeovers.reported:
             log.error("%s", self.health.last_error)
             self._takeovers.reported = True

@@ -36,6 +36,7 @@ def main() -> None:
         args.seconds = 0.5
         BENCHMARKS["buffer"] = functools.partial(buffer_bench, backlog=20_000)
         BENCHMARKS["config"] = functools.partial(config_scale, tag_counts=(1000,), rounds=1)
+        BENCHMARKS["e2e"] = functools.partial(end_to_end, rounds=1)
     rows = []
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:

@@ -316,8 +316,13 @@ def _one_load(load: Load, seconds: float, workdir: Path, mqtt: int,
     return ours, raw
 
 
-async def run(seconds: float) -> list[dict[str, Any]]:
-    return await asyncio.to_thread(_run, max(seconds, 3.0))
+# The CPU per 1,000 tags takes one window per side and round; the raw bridge's own CPU
+# moved from 5.9% to 7.3% between rounds, so one round decided the ratio by luck.
+CPU_ROUNDS = 3
+
+
+async def run(seconds: float, rounds: int = CPU_ROUNDS) -> list[dict[str, Any]]:
+    return await asyncio.to_thread(_run, max(seconds, 3.0), rounds)
 
 
 def _row(figure: str, ours: float, raw: float, note: str) -> dict[str, Any]:
@@ -325,7 +330,7 @@ def _row(figure: str, ours: float, raw: float, note: str) -> dict[str, Any]:
             "ratio": ours / max(raw, 1e-9), "note": note}
 
 
-def _run(seconds: float) -> list[dict[str, Any]]:
+def _run(seconds: float, rounds: int) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="floorlink-e2e-") as tmp:
         workdir = Path(tmp)
@@ -345,15 +350,26 @@ def _run(seconds: float) -> list[dict[str, Any]]:
                                  f"offered {load.offered_samples:,.0f}/s (OPC UA + 1,000 "
                                  f"registers at 50 ms); CPU {ours.cpu_percent:.0f}% vs raw "
                                  f"{raw.cpu_percent:.0f}% of one core"))
-            measured, raw = _one_load(ONE_SECOND, seconds * 2, workdir, broker.port, arrivals)
+            # Alternating rounds (floorlink's shapes, then the raw bridge, again and
+            # again); each side's lowest CPU counts, with the spread in the note.
+            trials = [_one_load(ONE_SECOND, seconds * 2, workdir, broker.port, arrivals)
+                      for _ in range(rounds)]
             per_k = 1000 / ONE_SECOND.tags
-            for mode, ours in measured.items():
+            raws = sorted((raw for _, raw in trials), key=lambda m: m.cpu_percent)
+            for mode in MODES:
+                ours_all = sorted((measured[mode] for measured, _ in trials),
+                                  key=lambda m: m.cpu_percent)
+                ours, raw = ours_all[0], raws[0]
                 rows.append(_row(f"CPU % of a core per 1,000 tags, 1 s poll ({mode})",
                                  ours.cpu_percent * per_k, raw.cpu_percent * per_k,
                                  f"{ONE_SECOND.tags:,} tags (2,500 OPC UA changing every "
-                                 f"second + 2,500 registers); lower is better; values "
-                                 f"delivered/s {ours.events_per_s:,.0f} vs raw "
-                                 f"{raw.events_per_s:,.0f}"))
+                                 f"second + 2,500 registers); lower is better; best of "
+                                 f"{rounds} alternating rounds (floorlink "
+                                 f"{ours_all[0].cpu_percent * per_k:.1f}-"
+                                 f"{ours_all[-1].cpu_percent * per_k:.1f}, raw "
+                                 f"{raws[0].cpu_percent * per_k:.1f}-"
+                                 f"{raws[-1].cpu_percent * per_k:.1f}); values delivered/s "
+                                 f"{ours.events_per_s:,.0f} vs raw {raw.events_per_s:,.0f}"))
         finally:
             arrivals.stop()
             broker.stop()

@@ -98,10 +98,14 @@ def test_killing_the_agents_node_moves_it_to_another_and_loses_nothing(
             raise
         line.go()
         resumed: list[float] = []
+        killed: int | None = None
         for kill in range(KILLS):
             time.sleep(4)
             node = cluster.node_of(CLIENT_ID)
             assert node in agent_nodes, f"kill {kill}: the agent is on node {node}"
+            # It stays where it was accepted: not back on the node killed before.
+            assert kill == 0 or node != killed, f"kill {kill}: back on node {node}"
+            killed = node
             before = len(collector.events())
             killed_at = time.monotonic()
             cluster.kill(node)  # type: ignore[arg-type]

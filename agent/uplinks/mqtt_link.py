@@ -47,9 +47,9 @@ class LoopDrivenClient:
                  on_waiting: Callable[[float], None],
                  servers: int = 1, aim: Callable[[int], None] | None = None) -> None:
         """`client` must have had `connect_async` called; `on_attempt_failed` hears why
-        an attempt to connect failed, `on_waiting` how long until the next one. With
-        `servers` > 1, `aim(index)` is called before each attempt and points the client
-        at that server (with `connect_async`)."""
+        an attempt to connect failed, `on_waiting` how long until the next one. `aim`,
+        if given, is called with the index (0 to `servers` - 1) of the server to try
+        before each attempt, and points the client there (with `connect_async`)."""
         self.client = client
         self._servers, self._aim = servers, aim
         self.server = 0  # the index of the server this attempt or connection is with

@@ -68,7 +68,9 @@ class Tab:
 @contextlib.asynccontextmanager
 async def chromium() -> AsyncIterator[Tab]:
     port = free_port()
-    with tempfile.TemporaryDirectory() as profile:
+    # Chromium's helper processes can still write to the profile for a moment after
+    # the browser exits: a leftover file must not fail the test that used it.
+    with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile:
         process = await asyncio.to_thread(
             subprocess.Popen, [CHROMIUM, *FLAGS, f"--remote-debugging-port={port}",
                                f"--user-data-dir={profile}", "about:blank"],

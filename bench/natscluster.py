@@ -126,22 +126,6 @@ mqtt {{
                 checked.add(stream["name"])
         return checked >= {"$MQTT_sess", "$MQTT_msgs", "$MQTT_rmsgs"}
 
-    def node_of(self, client_id: str) -> int | None:
-        """The node an MQTT client is connected to, from each node's /connz."""
-        for node, proc in enumerate(self.procs):
-            if proc is None or proc.poll() is not None:
-                continue
-            try:
-                with urllib.request.urlopen(
-                        f"http://127.0.0.1:{self.http_ports[node]}/connz?limit=1024",
-                        timeout=2) as answer:
-                    connections = json.loads(answer.read()).get("connections") or []
-            except (OSError, ValueError):
-                continue
-            if any(c.get("mqtt_client") == client_id for c in connections):
-                return node
-        return None
-
     def kill(self, n: int) -> None:
         proc = self.procs[n]
         if proc is not None:

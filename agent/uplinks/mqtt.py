@@ -56,6 +56,10 @@ class MqttPublisher:
         # The last retained state per topic, published again on every new session: a
         # cluster node that takes over may not hold it, nor a broker that restarted.
         self._retained: dict[str, str] = {}
+        # Submitted while no session is ready, in order; bounded by the forwarder's window.
+        self._held: list[tuple[StoredEvent, asyncio.Future[None]]] = []
+        self._session = 0  # counts sessions accepted and lost
+        self._ready = False  # a session is accepted and paho has re-sent what it held
         self._topics = TopicRenderer.for_config(settings.topic, config)
         self._state_topics = (TopicRenderer.for_config(settings.state_topic, config)
                               if settings.state_topic else None)
@@ -129,14 +133,24 @@ class MqttPublisher:
             self._client.connect_async(self._host, self._port, keepalive=keepalive)
 
     def submit(self, event: StoredEvent) -> asyncio.Future[None]:
-        assert self._client is not None
         assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+        if not self._ready:
+            # paho re-sends what the last session left unacknowledged only after the next
+            # CONNACK; a message published before that would overtake those (measured:
+            # an asset's telemetry 153-156 arrived before 145-152 after a failover).
+            self._held.append((event, future))
+            return future
+        self._publish(event, future)
+        return future
+
+    def _publish(self, event: StoredEvent, future: asyncio.Future[None]) -> None:
+        assert self._client is not None
         properties = None
         if self.settings.protocol == "5":
             properties = Properties(PacketTypes.PUBLISH)
             properties.UserProperty = [("event-id", event.id)]
             properties.ContentType = "application/cloudevents+json"
-        future: asyncio.Future[None] = self._loop.create_future()
         try:
             info = self._client.publish(self._topics.render(event), event.body,
                                         qos=self.settings.qos, properties=properties)
@@ -148,11 +162,20 @@ class MqttPublisher:
                 self._retained[state_topic] = event.body
         except ValueError as exc:  # paho refuses an oversized payload or an invalid topic
             future.set_exception(UplinkRejected(f"not publishable: {exc}"))
-            return future
+            return
         # PUBACKs are read on this loop, so only after this registration: no race
         # between publish() and the acknowledgement.
         self._waiting[info.mid] = future
-        return future
+
+    def _release_held(self, session: int) -> None:
+        """After paho's re-sends on a new session: what was submitted meanwhile, in order."""
+        if session != self._session or self._client is None:
+            return  # that session is already gone: keep holding for the next
+        self._ready = True
+        held, self._held = self._held, []
+        for event, future in held:
+            if not future.done():
+                self._publish(event, future)
 
     async def close(self) -> None:
         client, self._client = self._client, None
@@ -229,6 +252,11 @@ class MqttPublisher:
             self._loop.call_later(SHORT_SECONDS, self._clash_over, self.health.since)
         log.info("MQTT broker %s reached (uplink %s)", target, self.id)
         self._note_failover(target)
+        self._session += 1
+        if self._loop is not None:
+            # paho re-sends the last session's unacknowledged messages when this callback
+            # returns, in the same read: held submissions go out after them.
+            self._loop.call_soon(self._release_held, self._session)
         if self._client is not None:
             self._client.publish(self._status_topic, self._presence("online"), qos=1, retain=True)
             # Before paho sends again what the last session left unacknowledged: where
@@ -288,6 +316,8 @@ class MqttPublisher:
                                      f"{explain(error, self._host, self.settings.tls)}")
 
     def _on_disconnect(self, reason: str) -> None:
+        self._ready = False
+        self._session += 1
         if self._closing:
             return
         if self.health.connected:

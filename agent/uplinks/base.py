@@ -31,7 +31,6 @@ class UplinkHealth:
     # A broker cluster (MQTT `servers`): every node, and each move from one to another.
     servers: list[str] = field(default_factory=list)
     failovers: int = 0
-    last_failover_at: float | None = None
     recent_failovers: list[dict[str, object]] = field(default_factory=list)  # newest last
 
 

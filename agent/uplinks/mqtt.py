@@ -272,7 +272,6 @@ class MqttPublisher:
         now = time.time()
         resumed_after = round(now - self._lost_at, 3) if self._lost_at is not None else None
         self.health.failovers += 1
-        self.health.last_failover_at = now
         self.health.recent_failovers = [
             *self.health.recent_failovers[-(RECENT_FAILOVERS - 1):],
             {"at": format_time(now), "from": previous, "to": server,

@@ -34,6 +34,7 @@ class Emitter:
         self._events: list[Event] = []
         self._batch: list[dict[str, Any]] = []  # telemetry values for this step's batch
         self._batch_at = 0.0
+        self._last_at: tuple[float, str] = (-1.0, "")  # a scan's values share one time
         self.source = source_uri(ctx.site, ctx.agent, subject)
         self.batch_hold: bool | None = None  # the hold flag in the scan being applied, if read
 
@@ -49,9 +50,14 @@ class Emitter:
         if not self.ctx.telemetry_batch:
             self.emit("telemetry", at, value)
             return
-        value["at"] = format_time(at)
+        last_at, text = self._last_at
+        if at != last_at:  # one strftime per scan time, not per value (profiled)
+            text = format_time(at)
+            self._last_at = (at, text)
+        value["at"] = text
         self._batch.append(value)
-        self._batch_at = max(self._batch_at, at)
+        if at > self._batch_at:
+            self._batch_at = at
         if len(self._batch) >= MAX_BATCH_VALUES:
             self._emit_batch()
 

@@ -21,7 +21,8 @@ def writable_memory(memory: dict[str, TelemetryMemory], ref: str) -> TelemetryMe
 
 def on_sample(policy: TelemetryPolicy, memory: dict[str, TelemetryMemory], ref: str,
                          s: Sample, out: Emitter) -> None:
-    mem = writable_memory(memory, ref)
+    old = memory.get(ref)  # writable_memory, inlined: this runs for every value of a scan
+    mem = memory[ref] = old.clone() if old is not None else TelemetryMemory()
     mem.seen, mem.value, mem.quality = True, s.value, s.quality
     if not policy.on_change:
         return
@@ -60,7 +61,7 @@ def _publish(mem: TelemetryMemory, ref: str, value: Any, quality: str, at: float
              out: Emitter) -> None:
     device, _, tag = ref.partition(".")
     data = {"tag": ref, "device": device, "name": tag, "value": value, "quality": quality}
-    if _non_finite(value):
+    if type(value) is not int and _non_finite(value):  # an int is always finite
         # JSON has no NaN or Infinity: a strict receiver would refuse the whole event.
         data.update(value=None, quality="bad", quality_reason="not finite")
     out.telemetry(at, data)

@@ -9,7 +9,6 @@ problem, as the README promises (references.py).
 
 from __future__ import annotations
 
-import difflib
 import functools
 import os
 import re
@@ -205,6 +204,8 @@ def _overriding_variable(path: DataPath) -> str | None:
 def _did_you_mean(given: Any, expected: str) -> str:
     """" Did you mean 'float32'?" for a value close to one of `expected` ("'a', 'b'")."""
     choices = re.findall(r"'([^']*)'", expected)
+    import difflib  # only a config with a mistake needs it (0.2 MB for every agent)
+
     scored = [(difflib.SequenceMatcher(None, str(given), choice).ratio(), -index, choice)
               for index, choice in enumerate(choices)]
     best = max(scored, default=None)  # on a tie, the choice listed first (float32, not 64)
@@ -214,6 +215,8 @@ def _did_you_mean(given: Any, expected: str) -> str:
 def _message(error: ErrorDetails, path: DataPath, data: Any) -> str:
     kind, ctx = error["type"], error.get("ctx", {})
     if kind == "extra_forbidden":
+        import difflib  # as in _did_you_mean
+
         allowed = _allowed_keys(path[:-1], data)
         hint = ""
         close = difflib.get_close_matches(str(path[-1]), allowed, n=1)

@@ -234,6 +234,23 @@ DATA: dict[str, dict[str, Any]] = {
             },
         },
     },
+    "device.status": {
+        "required": ["device", "status", "last_sample_at", "offline_s"],
+        "description": "A device stopped delivering values (offline), or delivers again "
+        "(online). The subject is the device. In the telemetry lane, in order with the "
+        "device's telemetry. Once per outage, across agent restarts. Rules in "
+        "docs/events.md.",
+        "properties": {
+            "device": {"type": "string"},
+            "status": {"enum": ["offline", "online"]},
+            "last_sample_at": {**TIME, "description":
+                               "The device's last value before the outage (the agent's "
+                               "start, when the device was down from it)."},
+            "offline_s": {"type": ["number", "null"], "minimum": 0, "description":
+                          "online only: from the last value before the outage to the "
+                          "first after it."},
+        },
+    },
 }
 
 

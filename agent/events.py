@@ -48,6 +48,8 @@ EVENT_LANES: dict[str, Lane] = {
     "shift.completed": Lane.BUSINESS,
     "telemetry": Lane.TELEMETRY,
     "telemetry.batch": Lane.TELEMETRY,
+    # With the device's telemetry, so it stays in order with it (derive/device.py).
+    "device.status": Lane.TELEMETRY,
 }
 
 

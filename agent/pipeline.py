@@ -27,6 +27,8 @@ from .derive import (
     DeviceSpec,
     DeviceState,
     apply_device_loss,
+    apply_device_offline,
+    apply_device_online,
     apply_device_samples,
     apply_device_tick,
     apply_samples,
@@ -95,7 +97,11 @@ class Pipeline:
         for spec in specs:
             for ref in {*spec.roles, *spec.telemetry}:
                 self._routes.setdefault(ref, []).append(spec)
-        self._device_routes = {spec.id: spec for spec in self.device_specs}
+        # Only devices with telemetry of their own see their samples: the others would cost
+        # a lookup per sample for nothing. Status needs only the device's first sample.
+        self._device_routes = {spec.id: spec for spec in self.device_specs if spec.telemetry}
+        self._device_specs_by_id = {spec.id: spec for spec in self.device_specs}
+        self._timed_devices = [spec for spec in self.device_specs if spec.timed_telemetry]
         self._specs_by_id = {spec.id: spec for spec in specs}
 
     async def run(self) -> None:
@@ -182,10 +188,19 @@ class Pipeline:
             device = state_ref.split(".", 1)[0] if state_ref else None
             if device in lost:
                 states[spec.id] = apply_device_loss(spec, states[spec.id], lost[device])
+        for device, last_sample_at in lost.items():
+            if device in device_states:
+                device_states[device], produced = apply_device_offline(
+                    self._device_specs_by_id[device], device_states[device], last_sample_at,
+                    now, self.ctx)
+                events.extend(produced)
+        offline = {d for d, st in device_states.items() if st.offline_since is not None}
         for batch in batches:
             if isinstance(batch, Classification):
                 answers.append(self._classify(batch, states, known, events, now))
                 continue
+            if offline:
+                self._back_online(batch, offline, device_states, events)
             per_asset: dict[str, list[Sample]] = {}
             per_device: dict[str, list[Sample]] = {}
             for sample in batch:
@@ -206,11 +221,26 @@ class Pipeline:
         for spec in self.specs:
             states[spec.id], produced = apply_tick(spec, states[spec.id], now, self.ctx)
             events.extend(produced)
-        for device_spec in self.device_specs:
+        for device_spec in self._timed_devices:
             device_states[device_spec.id], produced = apply_device_tick(
                 device_spec, device_states[device_spec.id], now, self.ctx)
             events.extend(produced)
         return _Derived(states, device_states, events, tuple(answers))
+
+    def _back_online(self, batch: list[Sample], offline: set[str],
+                     device_states: dict[str, DeviceState], events: list[Event]) -> None:
+        """A device's first values after an outage: its status before its telemetry."""
+        firsts: dict[str, Sample] = {}
+        for sample in batch:
+            if sample.device in offline and (
+                    sample.device not in firsts
+                    or sample.source_time < firsts[sample.device].source_time):
+                firsts[sample.device] = sample
+        for device, first in firsts.items():
+            device_states[device], produced = apply_device_online(
+                self._device_specs_by_id[device], device_states[device], first, self.ctx)
+            events.extend(produced)
+            offline.discard(device)
 
     def _classify(self, choice: Classification, states: dict[str, AssetState],
                   known: dict[str, KnownDowntime], events: list[Event], now: float

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from agent.derive import DeriveContext, compile_assets, compile_devices
-from agent.events import Lane
+from agent.events import Lane, short_type
 from agent.pipeline import Pipeline
 from agent.settings import load_config_text
 from agent.shared import Sample
@@ -180,7 +180,8 @@ async def test_a_device_that_goes_silent_is_no_data_in_the_history_not_its_last_
         tmp_path: Path) -> None:
     """Device loss reaches derivation: no machine.state_changed (a PLC that cannot be read
     has no state), and the shift history holds the silence as no data, also across a
-    restart, until the first reading after it."""
+    restart, until the first reading after it. The device's own status is an event each
+    way, once per outage: the restart in the middle does not report it again."""
     from buffer.history import segments
 
     clock = [1000.0]
@@ -188,18 +189,54 @@ async def test_a_device_that_goes_silent_is_no_data_in_the_history_not_its_last_
     await first.step([[Sample("plc", "state", 1, "good", 1000.0)]])
     clock[0] = 1060.0
     first.device_lost("plc", 1030.0)  # its last reading came at 1030
-    assert await first.step([]) == []  # no event for it
+    [offline] = await first.step([])  # no state change: only the device's status
+    assert (offline.type, offline.subject, offline.time) == ("device.status", "plc", 1060.0)
+    assert offline.data == {"device": "plc", "status": "offline",
+                            "last_sample_at": "1970-01-01T00:17:10.000Z", "offline_s": None}
     assert first.states["press-1"].no_data_since == 1030.0
+    first.device_lost("plc", 1030.0)  # the driver says it again: nothing new
+    assert await first.step([]) == []
     await first.outbox.close()
     second = await make_pipeline(tmp_path / "b.db", clock)  # restarted while it is silent
     assert second.states["press-1"].no_data_since == 1030.0
     clock[0] = 1200.0
+    second.device_lost("plc", 1030.0)  # down at the start, as when it stayed down
+    assert await second.step([]) == []  # reported before the restart
     back = await second.step([[Sample("plc", "state", 1, "good", 1190.0, True)]])
-    assert back == []  # running before, running after: no state change to report
+    # running before, running after: no state change to report; the device is back
+    [online] = back
+    assert (online.type, online.time, online.data["status"]) == ("device.status", 1190.0,
+                                                                 "online")
+    assert online.data["offline_s"] == 160.0
+    assert online.sequence == offline.sequence + 1
     history = await segments(second.outbox, "press-1", 0.0, 2000.0)
     await second.outbox.close()
     assert [(s.state, s.start, s.end) for s in history] == [
         ("running", 1000.0, 1030.0), ("no_data", 1030.0, 1190.0), ("running", 1190.0, None)]
+
+
+async def test_a_device_back_online_says_so_before_its_first_telemetry(
+        tmp_path: Path) -> None:
+    """The status and the telemetry share the lane and the device's sequence: a consumer
+    that reads the lane in order sees the device come back, then its values."""
+    clock = [1000.0]
+    pipeline = await make_pipeline(tmp_path / "b.db", clock)
+    await pipeline.step([[Sample("plc", "temp", 20, "good", 1000.0)]])
+    pipeline.device_lost("plc", 1000.0)
+    clock[0] = 1010.0
+    [offline] = await pipeline.step([])
+    clock[0] = 1020.0
+    back = await pipeline.step([[Sample("plc", "temp", 25, "good", 1019.0, True),
+                                 Sample("plc", "state", 1, "good", 1018.5, True)]])
+    lane = [(e.type, e.data.get("status"), e.sequence) for e in back
+            if e.lane == Lane.TELEMETRY]
+    assert lane == [("device.status", "online", offline.sequence + 1),
+                    ("telemetry", None, offline.sequence + 2)]
+    assert back[0].time == 1018.5  # the earliest value of the scan
+    rows = await pipeline.outbox.fetch(Lane.TELEMETRY, 0, 10)
+    assert [short_type(r.type) for r in rows] == [
+        "telemetry", "device.status", "device.status", "telemetry"]
+    await pipeline.outbox.close()
 
 
 async def test_a_state_value_the_plc_marks_bad_is_no_data_until_a_good_one(

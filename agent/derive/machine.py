@@ -22,6 +22,7 @@ are in counters.py, confirmations in production.py, telemetry in telemetry.py):
     maintenance     a fault code lasting `fault_persists`, or occurring `fault_repeats` times
                     within `repeat_window`: maintenance.requested
     telemetry       per tag, on change past a deadband, or every interval
+    a device        its unbound tags' telemetry and its status: device.py
 
 Within one batch, samples are applied in source-time order. Samples of the same instant
 (every tag of one Modbus read) go in role order: context tags (reason, lot, ...) first, then
@@ -41,12 +42,11 @@ from . import telemetry
 from .counters import on_counter, rebaseline_changed_counters
 from .emit import DeriveContext, Emitter, as_flag, as_int, as_text, iso, round_s
 from .production import confirm, last_shift_start, on_production_lot, on_work_order
-from .spec import ROLE_ORDER, AssetSpec, DeviceSpec
-from .state import AssetState, DeviceState, OpenDowntime, OpenHold, ReasonChange
+from .spec import ROLE_ORDER, AssetSpec
+from .state import AssetState, OpenDowntime, OpenHold, ReasonChange
 
 UNKNOWN_STATE = "unknown"
-__all__ = ["DeriveContext", "apply_device_samples", "apply_device_tick", "apply_samples",
-           "apply_stop", "apply_tick", "last_shift_start"]
+__all__ = ["DeriveContext", "apply_samples", "apply_stop", "apply_tick", "last_shift_start"]
 
 
 # ================================================================== entry points
@@ -123,26 +123,6 @@ def apply_stop(spec: AssetSpec, state: AssetState, now: float,
     if new.interval_start is not None:
         confirm(spec, new, now, out, "stop")
     return new, out.events
-
-
-def apply_device_samples(spec: DeviceSpec, state: DeviceState, samples: list[Sample],
-                         now: float, ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
-    """Telemetry of tags no asset uses; the device is the subject."""
-    new = state.copy()
-    out = Emitter(spec.id, new.sequences, ctx)
-    for sample in samples:
-        ref = f"{sample.device}.{sample.tag}"
-        if ref in spec.telemetry:
-            telemetry.on_sample(spec.telemetry[ref], new.telemetry, ref, sample, out)
-    telemetry.on_tick(spec.timed_telemetry, new.telemetry, now, out)
-    if not samples and not out.events:
-        return state, []  # timers change a memory only when they publish: nothing changed
-    return new, out.events
-
-
-def apply_device_tick(spec: DeviceSpec, state: DeviceState, now: float,
-                      ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
-    return apply_device_samples(spec, state, [], now, ctx)
 
 
 # ================================================================== context

@@ -84,7 +84,7 @@ class AssetSpec:
 
 @dataclass(frozen=True)
 class DeviceSpec:
-    """Telemetry of a device's tags that no asset uses."""
+    """A device: the telemetry of its tags that no asset uses (maybe none), and its status."""
 
     id: str
     telemetry: dict[str, TelemetryPolicy]
@@ -109,8 +109,7 @@ def compile_devices(config: Config) -> list[DeviceSpec]:
     for device in config.devices:
         policies = {f"{device.id}.{tag.name}": policy for tag in device.tags
                     if (policy := telemetry_policy(tag)) and f"{device.id}.{tag.name}" not in bound}
-        if policies:
-            specs.append(DeviceSpec(device.id, policies))
+        specs.append(DeviceSpec(device.id, policies))  # every device: its status is an event
     return specs
 
 

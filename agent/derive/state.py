@@ -175,10 +175,12 @@ class AssetState:
 
 @dataclass
 class DeviceState:
-    """Telemetry memory and sequences of a device's unbound tags."""
+    """Telemetry memory and sequences of a device's unbound tags, and whether it delivers."""
 
     telemetry: dict[str, TelemetryMemory] = field(default_factory=dict)
     sequences: dict[str, int] = field(default_factory=dict)
+    # The last sample's time when the device stopped delivering; None while it delivers.
+    offline_since: float | None = None
 
     def to_json(self) -> str:
         return _dumps(self)
@@ -187,10 +189,11 @@ class DeviceState:
     def from_json(cls, text: str) -> DeviceState:
         raw = json.loads(text)
         return cls({t: TelemetryMemory(**m) for t, m in raw.get("telemetry", {}).items()},
-                   dict(raw.get("sequences", {})))
+                   dict(raw.get("sequences", {})), raw.get("offline_since"))
 
     def copy(self) -> DeviceState:
-        return DeviceState(_copy_memories(self.telemetry), dict(self.sequences))
+        return DeviceState(_copy_memories(self.telemetry), dict(self.sequences),
+                           self.offline_since)
 
 
 def _copy_memories(memories: dict[str, TelemetryMemory]) -> dict[str, TelemetryMemory]:

@@ -35,8 +35,10 @@ from .base import (
     TagRef,
     TlsSettings,
 )
+from .brokers import BrokerConnection
 from .durations import MIN_INTERVAL, Duration, parse_duration
 from .odoo import OdooUplink
+from .sparkplug import SparkplugUplink
 
 if TYPE_CHECKING:
     from buffer.retention import Limits
@@ -685,29 +687,9 @@ MAX_TOPIC_BYTES = 65_535  # MQTT: a UTF-8 string with a two-byte length
 TOPIC_PLACEHOLDERS = ("site", "agent", "area", "line", "asset", "type", "type_path", "lane")
 
 
-class MqttServer(Strict):
-    host: str = Field(min_length=1, max_length=253)
-    port: Port = 1883
-
-
-# A cluster has three to seven nodes; a list past this is a mistake in the file.
-MAX_MQTT_SERVERS = 16
-
-
-class MqttUplink(Strict):
+class MqttUplink(BrokerConnection):
     id: Identifier
     type: Literal["mqtt"]
-    host: str = "127.0.0.1"
-    port: Port = 1883
-    servers: list[MqttServer] | None = Field(
-        default=None, min_length=1, max_length=MAX_MQTT_SERVERS,
-        description=(
-            "The nodes of a broker cluster, instead of host and port. A lost connection "
-            "moves to the next node, with the same client id and session; the uplink stays "
-            "on the node it reached until that one fails (see docs/uplinks.md)."
-        ),
-    )
-    tls: TlsSettings | None = Field(default=None, description="TLS; usually with port 8883.")
     events: EventFilter = Field(default_factory=lambda: ["*"])
     state_topic: str | None = Field(
         default=None,
@@ -718,22 +700,12 @@ class MqttUplink(Strict):
         ),
     )
     protocol: Literal["3.1.1", "5"] = "3.1.1"
-    client_id: str | None = Field(default=None, description="Default: floorlink-<agent.id>.")
-    username: str | None = None
-    password: SecretStr | None = None
     topic: str = Field(
         default="floorlink/{site}/{asset}/{type}",
         description="Placeholders: " + ", ".join("{" + p + "}" for p in TOPIC_PLACEHOLDERS),
     )
     status_topic: str = "floorlink/{site}/{agent}/status"
     qos: Literal[1, 2] = 1
-    keepalive: Duration = Field(default=30.0, ge=5)
-    reconnect_max: Duration = Field(
-        default=10.0, ge=1, le=300,
-        description="Longest wait between two connection attempts. The wait starts near "
-        "1 s and doubles after each failed attempt up to this; a broker that accepts the "
-        "connection starts it over.",
-    )
     max_inflight: Annotated[int, Field(ge=1, le=1000)] = Field(
         default=20, description="Unacknowledged messages on the wire; 20-100 is the sweet spot."
     )
@@ -744,28 +716,6 @@ class MqttUplink(Strict):
             "(quality holds never wait). 0: unlimited."
         ),
     )
-
-    @model_validator(mode="after")
-    def _one_way_to_name_the_broker(self) -> MqttUplink:
-        if self.servers is None:
-            return self
-        both = sorted({"host", "port"} & self.model_fields_set)
-        if both:
-            raise ValueError(f"give the broker either as servers or as host and port, not "
-                             f"both: move {' and '.join(both)} into the servers list")
-        seen: set[tuple[str, int]] = set()
-        for server in self.servers:
-            key = (server.host.lower(), server.port)
-            if key in seen:
-                raise ValueError(f"servers lists {server.host}:{server.port} twice")
-            seen.add(key)
-        return self
-
-    def endpoints(self) -> list[tuple[str, int]]:
-        """The brokers to try, in order: the servers list, or the one host and port."""
-        if self.servers is None:
-            return [(self.host, self.port)]
-        return [(server.host, server.port) for server in self.servers]
 
     @field_validator("topic", "status_topic", "state_topic")
     @classmethod
@@ -851,7 +801,8 @@ class HttpsUplink(Strict):
     )
 
 
-Uplink = Annotated[MqttUplink | HttpsUplink | OdooUplink, Field(discriminator="type")]
+Uplink = Annotated[MqttUplink | HttpsUplink | OdooUplink | SparkplugUplink,
+                   Field(discriminator="type")]
 
 
 class StatusSettings(Strict):

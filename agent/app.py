@@ -28,6 +28,7 @@ from .reload import plan
 from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
+from .settings.sparkplug import SPARKPLUG_EVENTS, SparkplugUplink
 from .shared import QueueItem
 from .shift.view import SHIFT_REFRESH, shift_views
 from .status.auth import status_users
@@ -194,8 +195,9 @@ class Agent:
                         self._sample_queue.put, on_lock=locked)
 
     def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
+        events = SPARKPLUG_EVENTS if isinstance(settings, SparkplugUplink) else settings.events
         return Forwarder(uplink, self._outbox(), _window(settings), settings.max_rate,
-                         settings.events, self.metrics.latency_observer(uplink.id))
+                         events, self.metrics.latency_observer(uplink.id))
 
     def _outbox(self) -> Outbox:
         assert self.outbox is not None
@@ -415,7 +417,7 @@ async def _start_control(outbox: Outbox) -> ControlServer | None:
     return control
 
 
-UplinkSettings = MqttUplink | HttpsUplink | OdooUplink
+UplinkSettings = MqttUplink | HttpsUplink | OdooUplink | SparkplugUplink
 
 
 def _device_certificates(config: Config) -> list[dict[str, object]]:
@@ -438,11 +440,15 @@ def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:
         from .uplinks.odoo.connector import OdooConnector
 
         return OdooConnector(settings, config)
+    if isinstance(settings, SparkplugUplink):
+        from .uplinks.sparkplug.uplink import SparkplugNode  # protobuf: 5.5 MB
+
+        return SparkplugNode(settings, config)
     return MqttPublisher(settings, config)
 
 
 def _window(settings: UplinkSettings) -> int:
-    if isinstance(settings, OdooUplink):
+    if isinstance(settings, OdooUplink | SparkplugUplink):
         return settings.max_inflight
     if isinstance(settings, HttpsUplink):
         # Enough submitted for full batches while one request is on its way.

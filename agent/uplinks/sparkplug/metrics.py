@@ -34,7 +34,8 @@ def updates(short_type: str, subject: str, time_ms: int, data: dict[str, Any]) -
     if short_type == "telemetry":
         return [_telemetry(data, time_ms)]
     if short_type == "telemetry.batch":
-        return [_telemetry(value, _ms(value.get("at"), time_ms)) for value in data["values"]]
+        return [_telemetry(value, event_time_ms(value.get("at"), time_ms))
+                for value in data["values"]]
     asset = subject
 
     def on(name: str, value: MetricValue) -> Update:
@@ -64,7 +65,7 @@ def _telemetry(value: dict[str, Any], at_ms: int) -> Update:
                   QUALITIES.get(value.get("quality", "good"), Quality.BAD))
 
 
-def _ms(text: str | None, default: int) -> int:
+def event_time_ms(text: str | None, default: int) -> int:
     """An event's RFC 3339 time (`...Z`, milliseconds) as epoch milliseconds."""
     if not text:
         return default

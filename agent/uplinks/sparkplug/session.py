@@ -58,6 +58,10 @@ class EdgeNode:
         return Message(node_topic(self.group, "NDEATH", self.node), encode(
             now_ms, [Metric(bd_seq.alias, DataType.UINT64, self.bd_seq, now_ms, BD_SEQ)], None))
 
+    def device_of(self, ref: str) -> str | None:
+        """The device a metric belongs to; None for the node's own."""
+        return self._device_of.get(ref)
+
     def remember(self, updates: Iterable[Update]) -> None:
         """Values committed before the session was born: the births carry the newest."""
         for update in updates:
@@ -86,11 +90,11 @@ class EdgeNode:
              ) -> list[Message]:
         """NDATA and DDATA for `updates` (unknown refs ignored), one message per device."""
         by_device: dict[str | None, list[Metric]] = {}
+        self.remember(updates)  # all of them first: a rebirth below must carry each
         for update in updates:
             definition = self._defs.get(update.ref)
             if definition is None:
                 continue
-            self.current[update.ref] = update
             datatype = self._born.get(update.ref)
             if datatype is None:
                 raise RebirthNeeded(f"{definition.name} has not been born")

@@ -7,22 +7,14 @@
 
 from __future__ import annotations
 
+from ...settings.sparkplug import id_problem
+
+__all__ = ["DEVICE_VERBS", "NAMESPACE", "NODE_VERBS", "device_topic", "id_problem",
+           "node_topic", "state_topic"]
+
 NAMESPACE = "spBv1.0"
 NODE_VERBS = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
 DEVICE_VERBS = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})
-# The specification forbids these in a group, edge node, device or host id: '/' separates
-# the topic's levels and '+' and '#' are MQTT's wildcards.
-FORBIDDEN = ("/", "+", "#")
-
-
-def id_problem(value: str) -> str | None:
-    """Why `value` cannot be a Sparkplug id, or None."""
-    if not value:
-        return "a Sparkplug id cannot be empty"
-    for character in FORBIDDEN:
-        if character in value:
-            return f"a Sparkplug id cannot contain '{character}'"
-    return None
 
 
 def node_topic(group: str, verb: str, edge_node: str) -> str:

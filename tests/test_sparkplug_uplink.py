@@ -1,0 +1,236 @@
+"""The Sparkplug uplink against a real Mosquitto, read by npm's sparkplug-payload.
+
+Births on connect, data by alias, device deaths and births from device.status events, a
+rebirth on a host's NCMD, the NDEATH as the will when the connection is cut (a proxy
+aborts it, as a dead agent's socket would end), a new bdSeq for the new session, and the
+values held meanwhile sent after the births, flagged historical.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from conftest import Broker
+from paho.mqtt.enums import CallbackAPIVersion
+from sparkplug_peer import NodeCodec
+from test_mqtt_reconnect import until
+from test_mqtt_resend_order import StallingProxy
+
+from agent.errors import ConfigError
+from agent.events import Event, Lane, new_event_id
+from agent.settings import load_config_text
+from agent.uplinks.sparkplug.uplink import SparkplugNode
+from buffer import StoredEvent
+
+GROUP, NODE = "Plant A", "edge-1"
+CONFIG = """
+site: plant
+agent: {{id: edge-1}}
+devices:
+  - id: press-plc
+    protocol: modbus_tcp
+    host: 127.0.0.1
+    tags:
+      - {{name: state, register: 40001}}
+      - {{name: temp, register: 40002, type: int16, publish: on_change}}
+  - id: oven-plc
+    protocol: opcua
+    endpoint: opc.tcp://127.0.0.1:4840
+    tags:
+      - {{name: zone1, node: "ns=2;s=Zone1", publish: on_change}}
+assets:
+  - {{id: press-1, state: {{tag: press-plc.state, map: {{1: running}}}}}}
+uplinks:
+  - {{id: scada, type: sparkplug, group_id: "{group}", port: {port}, reconnect_max: 1s}}
+"""
+_positions = itertools.count(1)
+
+
+def stored(kind: str, subject: str, data: dict[str, Any], at: float = 1_764_000_000.0,
+           ) -> StoredEvent:
+    event = Event(new_event_id(), kind, f"floorlink://plant/edge-1/{subject}", subject, at,
+                  Lane.TELEMETRY, 1, 1, data)
+    return StoredEvent(next(_positions), event.id, int(event.lane), subject, kind,
+                       event.to_json())
+
+
+def temp(value: int, at: float = 1_764_000_000.0) -> StoredEvent:
+    return stored("telemetry", "press-plc", {"tag": "press-plc.temp", "device": "press-plc",
+                                             "name": "temp", "value": value,
+                                             "quality": "good"}, at)
+
+
+class Host:
+    """A host application's view: every Sparkplug message on the broker, decoded."""
+
+    def __init__(self, port: int, codec: NodeCodec) -> None:
+        self.codec = codec
+        self.raw: list[tuple[str, bytes]] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="host")
+        self.client.on_message = lambda c, u, m: self.raw.append((m.topic, bytes(m.payload)))
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("spBv1.0/#", qos=0)
+        self.client.loop_start()
+
+    def messages(self, verb: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return [(topic, self.codec.decode(payload)) for topic, payload in list(self.raw)
+                if verb is None or f"/{verb}/" in topic]
+
+    def command(self, payload: dict[str, Any]) -> None:
+        encoded = self.codec_encoder.encode(payload)
+        self.client.publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", encoded, qos=1)
+
+    codec_encoder: NodeCodec
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+@pytest.fixture(scope="module")
+def codecs() -> Iterator[tuple[NodeCodec, NodeCodec]]:
+    decoder, encoder = NodeCodec(), NodeCodec(encode=True)
+    yield decoder, encoder
+    decoder.close()
+    encoder.close()
+
+
+@pytest.fixture
+async def host(broker: Broker, codecs: tuple[NodeCodec, NodeCodec]) -> AsyncIterator[Host]:
+    watcher = Host(broker.port, codecs[0])
+    watcher.codec_encoder = codecs[1]
+    await asyncio.sleep(0.3)  # subscribed before anything is born
+    yield watcher
+    watcher.stop()
+
+
+def node_for(tmp_path: Path, port: int) -> SparkplugNode:
+    config = load_config_text(CONFIG.format(group=GROUP, port=port), "c.yaml", tmp_path)
+    return SparkplugNode(config.uplinks[0], config)  # type: ignore[arg-type]
+
+
+def seqs(host: Host) -> list[int]:
+    return [int(m["seq"]) for _, m in host.messages() if "seq" in m]
+
+
+async def test_births_data_device_status_and_a_clean_death(
+        tmp_path: Path, broker: Broker, host: Host) -> None:
+    node = node_for(tmp_path, broker.port)
+    await node.start()
+    try:
+        await until(lambda: len(host.raw) >= 3, 10)  # NBIRTH, two DBIRTHs
+        [(topic, nbirth)] = host.messages("NBIRTH")
+        assert topic == f"spBv1.0/{GROUP}/NBIRTH/{NODE}"
+        names = {m["name"]: m for m in nbirth["metrics"]}
+        assert names["bdSeq"]["value"] == "0"
+        assert names["Node Control/Rebirth"]["value"] is False
+        assert "press-1/State" in names
+        assert [t for t, _ in host.messages("DBIRTH")] == [
+            f"spBv1.0/{GROUP}/DBIRTH/{NODE}/press-plc", f"spBv1.0/{GROUP}/DBIRTH/{NODE}/oven-plc"]
+        alias = {m["name"]: m["alias"] for _, b in host.messages("DBIRTH") for m in b["metrics"]}
+
+        await asyncio.wait_for(node.submit(temp(41)), 5)
+        await asyncio.wait_for(node.submit(stored(
+            "machine.state_changed", "press-1", {"state": "running", "code": 1,
+                                                 "previous_state": None,
+                                                 "previous_duration_s": None})), 5)
+        await asyncio.wait_for(node.submit(stored("shift.completed", "press-1", {})), 5)
+        await until(lambda: len(host.messages("NDATA")) == 1, 5)
+        [(_, ddata)] = host.messages("DDATA")
+        [metric] = ddata["metrics"]
+        assert metric == {"alias": alias["temp"], "value": 41, "type": "Int16",
+                          "timestamp": "1764000000000"}
+        [(_, ndata)] = host.messages("NDATA")
+        assert {m["alias"] for m in ndata["metrics"]} == {
+            names["press-1/State"]["alias"], names["press-1/State Code"]["alias"]}
+
+        offline = {"device": "press-plc", "status": "offline",
+                   "last_sample_at": "2025-11-24T16:00:00.000Z", "offline_s": None}
+        await asyncio.wait_for(node.submit(stored("device.status", "press-plc", offline)), 5)
+        await asyncio.wait_for(node.submit(stored("device.status", "press-plc", {
+            **offline, "status": "online", "offline_s": 5.0})), 5)
+        await until(lambda: len(host.messages("DBIRTH")) == 3, 5)
+        assert [t.rsplit("/", 1)[1] for t, _ in host.messages("DDEATH")] == ["press-plc"]
+        reborn = host.messages("DBIRTH")[-1][1]
+        assert [(m["name"], m["value"]) for m in reborn["metrics"]] == [("temp", 41)]
+    finally:
+        await node.close()
+    await until(lambda: len(host.messages("NDEATH")) == 1, 5)
+    [(_, death)] = host.messages("NDEATH")
+    assert "seq" not in death
+    assert death["metrics"][0]["value"] == "0"
+    # seq: NBIRTH 0, then one more for every message of the node, NDEATH none
+    assert seqs(host) == list(range(len(seqs(host))))
+
+
+async def test_a_host_asks_for_a_rebirth(tmp_path: Path, broker: Broker, host: Host) -> None:
+    node = node_for(tmp_path, broker.port)
+    await node.start()
+    try:
+        await until(lambda: len(host.messages("DBIRTH")) == 2, 10)
+        await asyncio.wait_for(node.submit(temp(7)), 5)
+        host.command({"timestamp": 1, "metrics": [
+            {"name": "Node Control/Reboot", "type": "Boolean", "value": True}]})
+        host.command({"timestamp": 2, "metrics": [
+            {"name": "Node Control/Rebirth", "type": "Boolean", "value": True}]})
+        await until(lambda: len(host.messages("NBIRTH")) == 2, 5)
+        await until(lambda: len(host.messages("DBIRTH")) == 4, 5)
+        births = [int(b["seq"]) for _, b in host.messages("NBIRTH")]
+        assert births == [0, 0]
+        bd_seqs = [next(m["value"] for m in b["metrics"] if m["name"] == "bdSeq")
+                   for _, b in host.messages("NBIRTH")]
+        assert bd_seqs == ["0", "0"]  # the same session
+        press = host.messages("DBIRTH")[2][1]
+        assert press["metrics"][0]["value"] == 7  # the current value, in the birth
+        assert node.health.details["births"] == 2
+    finally:
+        await node.close()
+
+
+async def test_a_cut_connection_is_the_ndeath_and_values_held_go_out_historical(
+        tmp_path: Path, broker: Broker, host: Host) -> None:
+    proxy = StallingProxy(broker.port)
+    await proxy.start()
+    node = node_for(tmp_path, proxy.port)
+    await node.start()
+    try:
+        await until(lambda: len(host.messages("DBIRTH")) == 2, 10)
+        proxy.swallowing = True  # nothing more gets through; then the socket dies
+        await asyncio.sleep(0.2)
+        proxy.cut()
+        proxy.swallowing = False
+        await until(lambda: len(host.messages("NDEATH")) == 1, 10)  # the broker's will
+        await until(lambda: not node.health.connected, 5)
+        [(_, will)] = host.messages("NDEATH")
+        assert will["metrics"][0]["value"] == "0"
+        held = [node.submit(temp(n, 1_764_000_000.0 + n)) for n in (1, 2, 3)]
+        await asyncio.wait_for(asyncio.gather(*held), 15)  # after the new session's births
+        await until(lambda: len(host.messages("NBIRTH")) == 2, 5)
+        nbirths = host.messages("NBIRTH")
+        assert [next(m["value"] for m in b["metrics"] if m["name"] == "bdSeq")
+                for _, b in nbirths] == ["0", "1"]
+        await until(lambda: len(host.messages("DDATA")) == 3, 5)
+        values = [(m["value"], m.get("isHistorical")) for _, d in host.messages("DDATA")
+                  for m in d["metrics"]]
+        assert values == [(1, True), (2, True), (3, True)]
+        await asyncio.wait_for(node.submit(temp(4)), 5)
+        await until(lambda: len(host.messages("DDATA")) == 4, 5)
+        assert "isHistorical" not in host.messages("DDATA")[-1][1]["metrics"][0]
+    finally:
+        await node.close()
+        await proxy.close()
+
+
+@pytest.mark.parametrize(("group", "message"), [
+    ("a/b", "cannot contain '/'"), ("", "cannot be empty"), ("x+", r"cannot contain '\+'")])
+def test_a_group_id_the_namespace_cannot_hold_is_refused(tmp_path: Path, group: str,
+                                                         message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config_text(CONFIG.format(group=group, port=1883), "c.yaml", tmp_path)
+

@@ -314,3 +314,22 @@ uplinks:
   - {{id: broker, type: mqtt, host: 127.0.0.1, port: {mqtt_port}, max_inflight: 20}}
 status: {{port: {status_port}}}
 """
+
+
+# npm's sparkplug-payload, the Sparkplug tests' independent codec (tests/sparkplug_peer.py).
+@pytest.fixture(scope="module")
+def node_decoder() -> Iterator[Any]:
+    from sparkplug_peer import NodeCodec
+
+    codec = NodeCodec()
+    yield codec
+    codec.close()
+
+
+@pytest.fixture(scope="module")
+def node_encoder() -> Iterator[Any]:
+    from sparkplug_peer import NodeCodec
+
+    codec = NodeCodec(encode=True)
+    yield codec
+    codec.close()

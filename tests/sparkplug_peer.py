@@ -63,3 +63,4 @@ class NodeCodec:
             self._process.wait(5)
         if self._process.stdout is not None:
             self._process.stdout.close()
+

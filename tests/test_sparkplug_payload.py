@@ -9,7 +9,6 @@ back; and the values that must be refused rather than sent changed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -27,20 +26,6 @@ from agent.uplinks.sparkplug.payload import (
 from agent.uplinks.sparkplug.schema import Payload
 
 NOW_MS = 1_764_000_000_123
-
-
-@pytest.fixture(scope="module")
-def node_decoder() -> Iterator[NodeCodec]:
-    codec = NodeCodec()
-    yield codec
-    codec.close()
-
-
-@pytest.fixture(scope="module")
-def node_encoder() -> Iterator[NodeCodec]:
-    codec = NodeCodec(encode=True)
-    yield codec
-    codec.close()
 
 
 EDGES: list[tuple[DataType, Any, Any]] = [  # datatype, value sent, as the decoder says it

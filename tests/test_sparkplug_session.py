@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import calendar
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +17,6 @@ from agent.uplinks.sparkplug.payload import Quality
 from agent.uplinks.sparkplug.session import EdgeNode, Message, RebirthNeeded
 
 NOW = 1_764_000_000_000
-
-
-@pytest.fixture(scope="module")
-def node_decoder() -> Iterator[NodeCodec]:
-    codec = NodeCodec()
-    yield codec
-    codec.close()
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -93,18 +93,11 @@ class Host:
         self.client.disconnect()
 
 
-@pytest.fixture(scope="module")
-def codecs() -> Iterator[tuple[NodeCodec, NodeCodec]]:
-    decoder, encoder = NodeCodec(), NodeCodec(encode=True)
-    yield decoder, encoder
-    decoder.close()
-    encoder.close()
-
-
 @pytest.fixture
-async def host(broker: Broker, codecs: tuple[NodeCodec, NodeCodec]) -> AsyncIterator[Host]:
-    watcher = Host(broker.port, codecs[0])
-    watcher.codec_encoder = codecs[1]
+async def host(broker: Broker, node_decoder: NodeCodec,
+               node_encoder: NodeCodec) -> AsyncIterator[Host]:
+    watcher = Host(broker.port, node_decoder)
+    watcher.codec_encoder = node_encoder
     await asyncio.sleep(0.3)  # subscribed before anything is born
     yield watcher
     watcher.stop()

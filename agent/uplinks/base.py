@@ -34,6 +34,19 @@ class UplinkHealth:
     recent_failovers: list[dict[str, object]] = field(default_factory=list)  # newest last
 
 
+def address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def broker_health(uplink_id: str, kind: str, endpoints: list[tuple[str, int]]) -> UplinkHealth:
+    """The health of an uplink on MQTT brokers: the first one its target, every node listed
+    when there are several (a cluster)."""
+    health = UplinkHealth(uplink_id, kind, address(*endpoints[0]))
+    if len(endpoints) > 1:
+        health.servers = [address(*endpoint) for endpoint in endpoints]
+    return health
+
+
 class Uplink(Protocol):
     id: str
     health: UplinkHealth

@@ -27,7 +27,7 @@ from ..errors import UplinkRejected
 from ..events import format_time
 from ..settings.models import Config, MqttUplink
 from . import certificates
-from .base import UplinkHealth
+from .base import address, broker_health
 from .mqtt_link import LoopDrivenClient
 from .takeover import SHORT_SECONDS, TakeoverWatch
 from .tls import client_context, explain, handshake_error
@@ -47,9 +47,7 @@ class MqttPublisher:
         self.id = settings.id
         self.settings = settings
         self._endpoints = settings.endpoints()
-        self.health = UplinkHealth(settings.id, "mqtt", _address(*self._endpoints[0]))
-        if len(self._endpoints) > 1:
-            self.health.servers = [_address(*endpoint) for endpoint in self._endpoints]
+        self.health = broker_health(settings.id, "mqtt", self._endpoints)
         self._host, self._port = self._endpoints[0]  # the server of this attempt
         self._accepted_by: str | None = None  # the server of the last accepted session
         self._lost_at: float | None = None  # when that session ended
@@ -121,7 +119,7 @@ class MqttPublisher:
         """Point the client at server `index`; the same client id and session settings."""
         assert self._client is not None
         self._host, self._port = self._endpoints[index]
-        self.health.target = _address(self._host, self._port)
+        self.health.target = address(self._host, self._port)
         keepalive = int(self.settings.keepalive)
         if self.settings.protocol == "5":
             # Keep the broker-side session for an hour across our reconnects.
@@ -375,6 +373,3 @@ class MqttPublisher:
         else:
             future.set_result(None)
 
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

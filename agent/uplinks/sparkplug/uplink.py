@@ -31,7 +31,7 @@ from ...errors import UplinkRejected, UplinkUnavailable
 from ...events import short_type
 from ...settings.models import Config
 from ...settings.sparkplug import SparkplugUplink
-from ..base import UplinkHealth
+from ..base import address, broker_health
 from ..mqtt_link import LoopDrivenClient
 from ..tls import client_context
 from . import catalogue, metrics
@@ -53,9 +53,7 @@ class SparkplugNode:
         self.id = settings.id
         self.settings = settings
         self._endpoints = settings.endpoints()
-        self.health = UplinkHealth(settings.id, "sparkplug", _address(*self._endpoints[0]))
-        if len(self._endpoints) > 1:
-            self.health.servers = [_address(*endpoint) for endpoint in self._endpoints]
+        self.health = broker_health(settings.id, "sparkplug", self._endpoints)
         self.group = settings.group_id
         self.node_id = settings.edge_node_id or config.agent.id
         self.edge = EdgeNode(self.group, self.node_id, catalogue.build(config), bd_seq=0)
@@ -130,7 +128,7 @@ class SparkplugNode:
         """Point the client at server `index`, with this session's NDEATH as its will."""
         assert self._client is not None
         host, port = self._endpoints[index]
-        self.health.target = _address(host, port)
+        self.health.target = address(host, port)
         death = self.edge.death(_now_ms())
         self._client.will_set(death.topic, death.payload, qos=1, retain=False)
         self._client.connect_async(host, port, keepalive=int(self.settings.keepalive))
@@ -311,6 +309,3 @@ class SparkplugNode:
                                "births": self.births, "rebirths": self.rebirths,
                                "offline_devices": sorted(self._offline)}
 
-
-def _address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -51,6 +51,7 @@ from .probe import cpu_seconds, rss_mb
 
 REPO = Path(__file__).resolve().parents[1]
 STAGGER = 0.2  # seconds between two agents' starts
+SETTLE_WITHIN = 60.0  # seconds for every agent to be connected and drained before the stop
 RESULTS = Path(__file__).parent / "plant_scale.json"
 
 
@@ -233,6 +234,7 @@ def run(agents: int, seconds: float, kill_every: float,
                                                                         strict=True))
             brokers_cpu = broker_gone + sum(cpu_seconds(p.pid) - broker_start.get(p.pid, 0.0)
                                             for p in cluster.procs if p)
+            settled = _settle(status, SETTLE_WITHIN)
             statuses = [_status(port) for port in status]
             for proc in procs:
                 proc.send_signal(signal.SIGTERM)
@@ -256,6 +258,7 @@ def run(agents: int, seconds: float, kill_every: float,
             "agents": agents, "seconds": round(elapsed), "kills": len(kills), **checked,
             "events_per_s": round(checked["events"] / elapsed, 1),
             "left_in_buffers": left,
+            "settled_after_s": settled,
             "agents_exit_codes_nonzero": sum(1 for code in exits if code != 0),
             "failovers": sum(s["uplinks"][0]["failovers"] for s in statuses if s),
             "resume_p50_s": round(statistics.median(resumes), 2) if resumes else None,
@@ -267,6 +270,20 @@ def run(agents: int, seconds: float, kill_every: float,
             "brokers_cpu_percent_of_a_core": round(100 * brokers_cpu / elapsed, 1),
             "brokers_rss_mb_total": round(max(rss_brokers), 1),
         }
+
+
+def _settle(status_ports: list[int], within: float) -> float:
+    """Before the agents stop: wait until each is connected with nothing waiting in its
+    buffer, so what a stop leaves behind is the stop's doing, not a failover still in
+    progress at the last second (a NATS election takes up to 35 s). Seconds waited."""
+    started = time.monotonic()
+    while time.monotonic() - started < within:
+        views = [_status(port) for port in status_ports]
+        if all(v and v["uplinks"][0]["connected"] and not v["uplinks"][0].get("backlog")
+               for v in views):
+            break
+        time.sleep(0.5)
+    return round(time.monotonic() - started, 1)
 
 
 def _unacknowledged(path: Path) -> int:

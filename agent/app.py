@@ -28,7 +28,7 @@ from .reload import plan
 from .settings import load_config
 from .settings.models import Config, Device, HttpsUplink, MqttUplink, OpcUaDevice
 from .settings.odoo import OdooUplink
-from .settings.sparkplug import SPARKPLUG_EVENTS, SparkplugUplink
+from .settings.sparkplug import SparkplugUplink
 from .shared import QueueItem
 from .shift.view import SHIFT_REFRESH, shift_views
 from .status.auth import status_users
@@ -195,9 +195,8 @@ class Agent:
                         self._sample_queue.put, on_lock=locked)
 
     def _make_forwarder(self, uplink: Uplink, settings: UplinkSettings) -> Forwarder:
-        events = SPARKPLUG_EVENTS if isinstance(settings, SparkplugUplink) else settings.events
         return Forwarder(uplink, self._outbox(), _window(settings), settings.max_rate,
-                         events, self.metrics.latency_observer(uplink.id))
+                         settings.events, self.metrics.latency_observer(uplink.id))
 
     def _outbox(self) -> Outbox:
         assert self.outbox is not None

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings import load_config_text
+from agent.settings.sparkplug import id_problem
 from agent.uplinks.sparkplug import catalogue, topics
 from agent.uplinks.sparkplug.payload import DataType
 
@@ -75,11 +76,11 @@ def test_a_datatype_from_a_value(value: object, datatype: DataType) -> None:
 @pytest.mark.parametrize(("value", "problem"), [
     ("", "empty"), ("a/b", "'/'"), ("line+1", "'+'"), ("#", "'#'")])
 def test_sparkplug_ids(value: str, problem: str) -> None:
-    assert problem in str(topics.id_problem(value))
+    assert problem in str(id_problem(value))
 
 
 def test_topics() -> None:
     assert topics.node_topic("Plant A", "NBIRTH", "edge-1") == "spBv1.0/Plant A/NBIRTH/edge-1"
     assert topics.device_topic("g", "DDATA", "e", "press-plc") == "spBv1.0/g/DDATA/e/press-plc"
     assert topics.state_topic("scada") == "spBv1.0/STATE/scada"
-    assert topics.id_problem("Plant A") is None
+    assert id_problem("Plant A") is None

@@ -52,12 +52,12 @@ def apply_device_offline(spec: DeviceSpec, state: DeviceState, last_sample_at: f
 def apply_device_online(spec: DeviceSpec, state: DeviceState, first: Sample,
                         ctx: DeriveContext) -> tuple[DeviceState, list[Event]]:
     """The first values after an outage; `first` is the earliest of them."""
-    if state.offline_since is None:
+    since = state.offline_since
+    if since is None:
         return state, []
     new = state.copy()
-    since, new.offline_since = new.offline_since, None
+    new.offline_since = None
     out = Emitter(spec.id, new.sequences, ctx)
-    assert since is not None
     out.emit("device.status", first.source_time, {
         "device": spec.id, "status": "online", "last_sample_at": iso(since),
         "offline_s": round_s(max(0.0, first.source_time - since))})

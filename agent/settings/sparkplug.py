@@ -50,6 +50,11 @@ class SparkplugUplink(BrokerConnection):
         default=500,
         description="Events taken from the buffer and not yet published: while no session "
         "is born, at most this many wait in memory, the rest in the buffer.")
+    @property
+    def events(self) -> list[str]:
+        """What its forwarder takes from the buffer: fixed, not configured."""
+        return list(SPARKPLUG_EVENTS)
+
     max_rate: Annotated[float, Field(ge=0)] = Field(
         default=10000,
         description="Events per second at most, so the replay of stored values after an "

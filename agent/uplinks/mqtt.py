@@ -16,7 +16,6 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -28,7 +27,7 @@ from ..events import format_time
 from ..settings.models import Config, MqttUplink
 from . import certificates
 from .base import address, broker_health
-from .mqtt_link import LoopDrivenClient
+from .mqtt_link import LoopDrivenClient, new_client
 from .takeover import SHORT_SECONDS, TakeoverWatch
 from .tls import client_context, explain, handshake_error
 from .topics import TopicRenderer
@@ -82,28 +81,17 @@ class MqttPublisher:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         v5 = self.settings.protocol == "5"
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self._client_id,
-            protocol=paho.MQTTv5 if v5 else paho.MQTTv311,
-            clean_session=None if v5 else False,
-        )
-        # No limit in paho: the forwarder's window keeps max_inflight. paho's own limit
-        # scans every message it holds on each PUBACK.
-        client.max_inflight_messages_set(0)
-        # No queue limit either: paho must never refuse what the forwarder submits.
-        client.max_queued_messages_set(0)
+        client = new_client(self.settings, self._client_id,
+                            paho.MQTTv5 if v5 else paho.MQTTv311, None if v5 else False,
+                            self._context)
         if self._context is not None:
             assert self.settings.tls is not None
-            client.tls_set_context(self._context)
             if self.settings.tls.insecure:
                 log.warning("uplink %s: TLS certificate verification is OFF (tls.insecure); "
                             "anyone able to answer on %s receives the plant's data",
                             self.id, self.health.target)
         certificates.warn_if_expiring(self._certificates)
         self.health.certificates = [c.view() for c in self._certificates]
-        if self.settings.username:
-            password = self.settings.password.get_secret_value() if self.settings.password else None
-            client.username_pw_set(self.settings.username, password)
         client.will_set(self._status_topic, self._presence("offline"), qos=1, retain=True)
         client.on_connect = self._paho_on_connect
         client.on_disconnect = self._paho_on_disconnect

@@ -31,6 +31,9 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from ..settings.brokers import BrokerConnection
 
 log = logging.getLogger("floorlink.mqtt")
 
@@ -39,6 +42,25 @@ MISC_INTERVAL = 1.0
 # Moving to the next server waits a random pause up to this, so the agents of a plant,
 # all dropped by one node at once, do not reach the next one in the same instant.
 SWITCH_JITTER = 0.5
+
+
+def new_client(settings: BrokerConnection, client_id: str, protocol: MQTTProtocolVersion,
+               clean_session: bool | None, context: ssl.SSLContext | None) -> paho.Client:
+    """A paho client for a loop-driven uplink: no limits of paho's own, TLS and the login
+    from the settings. The caller sets its callbacks, will and first server."""
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
+                         clean_session=clean_session)
+    # No limit in paho: the forwarder's window keeps max_inflight. paho's own limit
+    # scans every message it holds on each PUBACK.
+    client.max_inflight_messages_set(0)
+    # No queue limit either: paho must never refuse what the forwarder submits.
+    client.max_queued_messages_set(0)
+    if context is not None:
+        client.tls_set_context(context)
+    if settings.username:
+        password = settings.password.get_secret_value() if settings.password else None
+        client.username_pw_set(settings.username, password)
+    return client
 
 
 class LoopDrivenClient:

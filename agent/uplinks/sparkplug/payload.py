@@ -66,6 +66,7 @@ _INTEGER_RANGES = {
 _IN_INT_VALUE = frozenset({DataType.INT8, DataType.INT16, DataType.INT32, DataType.UINT8,
                            DataType.UINT16, DataType.UINT32})
 _TEXTS = frozenset({DataType.STRING, DataType.TEXT, DataType.UUID})
+_SIGNED_BITS = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32, DataType.INT64: 64}
 FLOAT32_MAX = 3.4028234663852886e38
 
 
@@ -184,8 +185,7 @@ def _value(metric: Any) -> MetricValue:
     if which is None:
         return None
     value: MetricValue = getattr(metric, which)
-    signed_bits = {DataType.INT8: 8, DataType.INT16: 16, DataType.INT32: 32,
-                   DataType.INT64: 64}.get(metric.datatype)
+    signed_bits = _SIGNED_BITS.get(metric.datatype)
     if signed_bits is not None and isinstance(value, int):
         # The low bits, sign-extended: right whether the sender wrote the two's complement
         # in 32 bits (as floorlink does) or only in the type's own width.

@@ -54,9 +54,11 @@ class EdgeNode:
 
     def death(self, now_ms: int) -> Message:
         """The NDEATH: the MQTT will, and what a clean stop publishes before DISCONNECT."""
-        bd_seq = self._defs[BD_SEQ]
-        return Message(node_topic(self.group, "NDEATH", self.node), encode(
-            now_ms, [Metric(bd_seq.alias, DataType.UINT64, self.bd_seq, now_ms, BD_SEQ)], None))
+        return Message(node_topic(self.group, "NDEATH", self.node), encode(now_ms, [
+            Metric(self.alias(BD_SEQ), DataType.UINT64, self.bd_seq, now_ms, BD_SEQ)], None))
+
+    def alias(self, ref: str) -> int:
+        return self._defs[ref].alias
 
     def device_of(self, ref: str) -> str | None:
         """The device a metric belongs to; None for the node's own."""

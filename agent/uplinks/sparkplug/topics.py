@@ -7,11 +7,6 @@
 
 from __future__ import annotations
 
-from ...settings.sparkplug import id_problem
-
-__all__ = ["DEVICE_VERBS", "NAMESPACE", "NODE_VERBS", "device_topic", "id_problem",
-           "node_topic", "state_topic"]
-
 NAMESPACE = "spBv1.0"
 NODE_VERBS = frozenset({"NBIRTH", "NDEATH", "NDATA", "NCMD"})
 DEVICE_VERBS = frozenset({"DBIRTH", "DDEATH", "DDATA", "DCMD"})

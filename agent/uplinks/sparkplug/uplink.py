@@ -23,7 +23,6 @@ import time
 from typing import Any
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion
 
 from buffer import StoredEvent
 
@@ -32,7 +31,7 @@ from ...events import short_type
 from ...settings.models import Config
 from ...settings.sparkplug import SparkplugUplink
 from ..base import address, broker_health
-from ..mqtt_link import LoopDrivenClient
+from ..mqtt_link import LoopDrivenClient, new_client
 from ..tls import client_context
 from . import catalogue, metrics
 from .payload import decode
@@ -75,16 +74,7 @@ class SparkplugNode:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        client = paho.Client(CallbackAPIVersion.VERSION2, client_id=self._client_id,
-                             protocol=paho.MQTTv311, clean_session=True)
-        client.max_inflight_messages_set(0)
-        client.max_queued_messages_set(0)
-        if self._context is not None:
-            client.tls_set_context(self._context)
-        if self.settings.username:
-            password = (self.settings.password.get_secret_value()
-                        if self.settings.password else None)
-            client.username_pw_set(self.settings.username, password)
+        client = new_client(self.settings, self._client_id, paho.MQTTv311, True, self._context)
         client.on_connect = self._paho_on_connect
         client.on_disconnect = self._paho_on_disconnect
         client.on_publish = self._paho_on_publish
@@ -157,10 +147,15 @@ class SparkplugNode:
 
     def _publish_births(self) -> None:
         self._born = True
+        self._publish(self._births(_now_ms()))
+
+    def _births(self, now: int) -> list[Message]:
+        """NBIRTH and the DBIRTHs of the devices not known to be offline."""
         self.births += 1
         online = [d for d in self.edge.catalogue.devices if d not in self._offline]
-        self._publish(self.edge.births(_now_ms(), online))
+        messages = self.edge.births(now, online)
         self._show()
+        return messages
 
     def _on_disconnect(self, reason: str) -> None:
         self._born = False
@@ -211,17 +206,18 @@ class SparkplugNode:
         at = metrics.event_time_ms(body.get("time"), now)
         if kind == "device.status":
             return self._device_status(data, now)
-        updates = metrics.updates(kind, event.subject, at, data)
-        live = [u for u in updates if self.edge.device_of(u.ref) not in self._offline]
-        self.edge.remember(updates)  # an offline device's values wait for its next birth
+        live: list[metrics.Update] = []
+        for update in metrics.updates(kind, event.subject, at, data):
+            if self.edge.device_of(update.ref) in self._offline:
+                self.edge.remember([update])  # it waits for the device's next birth
+            else:
+                live.append(update)
         try:
             return self.edge.data(live, now, historical=historical)
         except RebirthNeeded as exc:
             log.info("Sparkplug uplink %s: born again (%s)", self.id, exc)
             self.rebirths += 1
-            self.births += 1
-            online = [d for d in self.edge.catalogue.devices if d not in self._offline]
-            return self.edge.births(now, online)
+            return self._births(now)
 
     def _device_status(self, data: dict[str, Any], now: int) -> list[Message]:
         device = data["device"]
@@ -258,16 +254,13 @@ class SparkplugNode:
             log.warning("Sparkplug uplink %s: an NCMD on %s was not a payload (%s); ignored",
                         self.id, topic, exc)
             return
-        rebirth = self.edge.catalogue.node[1]  # Node Control/Rebirth
+        rebirth_alias = self.edge.alias(catalogue.REBIRTH)
         for metric in received.metrics:
-            if (metric.name == catalogue.REBIRTH or metric.alias == rebirth.alias) and (
+            if (metric.name == catalogue.REBIRTH or metric.alias == rebirth_alias) and (
                     metric.value is True):
                 if self._born:
                     log.info("Sparkplug uplink %s: rebirth requested by a host", self.id)
-                    self.births += 1
-                    self._publish(self.edge.births(_now_ms(), [
-                        d for d in self.edge.catalogue.devices if d not in self._offline]))
-                    self._show()
+                    self._publish(self._births(_now_ms()))
                 continue
             log.warning("Sparkplug uplink %s: NCMD %s ignored: floorlink takes only %s and "
                         "never writes to a PLC", self.id, metric.name or metric.alias,

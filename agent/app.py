@@ -129,7 +129,7 @@ class Agent:
             self.board.asset_state_devices = {
                 asset.id: asset.state.tag.split(".", 1)[0] for asset in config.assets}
             self.board.events_by_type = pipeline.events_by_type
-            self.uplinks = [_make_uplink(u, config) for u in config.uplinks]
+            self.uplinks = [_make_uplink(u, config, outbox) for u in config.uplinks]
             self.forwarders = [self._make_forwarder(u, s)
                                for u, s in zip(self.uplinks, config.uplinks, strict=True)]
             self.board.uplinks = [u.health for u in self.uplinks]
@@ -291,7 +291,7 @@ class Agent:
             await self.forwarders[index].flush()
         await self.uplinks[index].close()
         settings = next(u for u in config.uplinks if u.id == uplink_id)
-        uplink = _make_uplink(settings, config)
+        uplink = _make_uplink(settings, config, self._outbox())
         self.uplinks[index] = uplink
         self.forwarders[index] = self._make_forwarder(uplink, settings)
         self.board.uplinks = [u.health for u in self.uplinks]
@@ -429,7 +429,7 @@ def _device_certificates(config: Config) -> list[dict[str, object]]:
     return [status.view() for status in statuses]
 
 
-def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:
+def _make_uplink(settings: UplinkSettings, config: Config, outbox: Outbox) -> Uplink:
     # Imported on demand: an MQTT-only agent does not carry httpx and the Odoo client.
     if isinstance(settings, HttpsUplink):
         from .uplinks.https import HttpsPoster
@@ -442,7 +442,7 @@ def _make_uplink(settings: UplinkSettings, config: Config) -> Uplink:
     if isinstance(settings, SparkplugUplink):
         from .uplinks.sparkplug.uplink import SparkplugNode  # protobuf: 5.5 MB
 
-        return SparkplugNode(settings, config)
+        return SparkplugNode(settings, config, outbox)  # its births read the buffer
     return MqttPublisher(settings, config)
 
 

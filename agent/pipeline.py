@@ -37,6 +37,7 @@ from .derive import (
 )
 from .derive.classify import KnownDowntime, apply_classification
 from .derive.counters import new_held_back
+from .derive.state import DEVICE_KEY
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
 from .shared import Classification, ClassificationRefused, QueueItem, Sample, backoff_delay
@@ -48,7 +49,6 @@ log = logging.getLogger("floorlink.pipeline")
 
 TICK_INTERVAL = 0.2
 MAX_BATCHES_PER_COMMIT = 200
-DEVICE_KEY = "device:"  # device states share the table with assets; ':' is no identifier
 
 
 @dataclass(frozen=True)

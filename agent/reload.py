@@ -1,7 +1,8 @@
 """What a reloaded configuration changes, and what of it a running agent can apply.
 
 Devices and uplinks restart one by one: a changed poll interval on one PLC does
-not interrupt the others, nor the delivery to an ERP. Everything else (assets,
+not interrupt the others, nor the delivery to an ERP. A Sparkplug uplink restarts too
+when a device's change changes its metrics (a new session announces them). Everything else (assets,
 the buffer, the status endpoint, the site) shapes state that is committed with
 every event; it changes only with a restart, which the status page asks for.
 """
@@ -63,4 +64,20 @@ def plan(running: Config, loaded: Config) -> tuple[ReloadPlan, Config]:
     for section in ("site", "agent", "buffer", "telemetry", "status", "timezone"):
         if getattr(running, section, None) != getattr(loaded, section, None):
             result.restart_needed.append(section)
-    return result, running.model_copy(update={"devices": devices, "uplinks": uplinks})
+    applied = running.model_copy(update={"devices": devices, "uplinks": uplinks})
+    for uplink_id in _reborn_sparkplug(running, applied):
+        if uplink_id not in result.uplinks_restart:
+            result.uplinks_restart.append(uplink_id)
+    return result, applied
+
+
+def _reborn_sparkplug(running: Config, applied: Config) -> list[str]:
+    """Sparkplug uplinks whose metrics change with the devices applied (a tag's type, a
+    new publishing tag): an Edge Node announces new metrics only with a new session's
+    births, so the uplink restarts."""
+    ids = [u.id for u in applied.uplinks if u.type == "sparkplug"]
+    if not ids or running.devices == applied.devices:
+        return []
+    from .uplinks.sparkplug import catalogue  # protobuf: only where Sparkplug is used
+
+    return ids if catalogue.build(running) != catalogue.build(applied) else []

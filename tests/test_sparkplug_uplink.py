@@ -9,7 +9,6 @@ values held meanwhile sent after the births, flagged historical.
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from agent.errors import ConfigError
 from agent.events import Event, Lane, new_event_id
 from agent.settings import load_config_text
 from agent.uplinks.sparkplug.uplink import SparkplugNode
-from buffer import StoredEvent
+from buffer import Outbox, StoredEvent
 
 GROUP, NODE = "Plant A", "edge-1"
 CONFIG = """
@@ -47,23 +46,51 @@ devices:
 assets:
   - {{id: press-1, state: {{tag: press-plc.state, map: {{1: running}}}}}}
 uplinks:
-  - {{id: scada, type: sparkplug, group_id: "{group}", port: {port}, reconnect_max: 1s}}
+  - {{id: scada, type: sparkplug, group_id: "{group}", port: {port}, reconnect_max: 1s{extra}}}
 """
-_positions = itertools.count(1)
 
 
-def stored(kind: str, subject: str, data: dict[str, Any], at: float = 1_764_000_000.0,
-           ) -> StoredEvent:
-    event = Event(new_event_id(), kind, f"floorlink://plant/edge-1/{subject}", subject, at,
-                  Lane.TELEMETRY, 1, 1, data)
-    return StoredEvent(next(_positions), event.id, int(event.lane), subject, kind,
-                       event.to_json())
+def event(kind: str, subject: str, data: dict[str, Any], at: float = 1_764_000_000.0,
+          ) -> Event:
+    return Event(new_event_id(), kind, f"floorlink://plant/edge-1/{subject}", subject, at,
+                 Lane.TELEMETRY, 1, 1, data)
 
 
-def temp(value: int, at: float = 1_764_000_000.0) -> StoredEvent:
-    return stored("telemetry", "press-plc", {"tag": "press-plc.temp", "device": "press-plc",
-                                             "name": "temp", "value": value,
-                                             "quality": "good"}, at)
+def temp_event(value: int, at: float = 1_764_000_000.0) -> Event:
+    return event("telemetry", "press-plc", {"tag": "press-plc.temp", "device": "press-plc",
+                                            "name": "temp", "value": value,
+                                            "quality": "good"}, at)
+
+
+class Buffer:
+    """A real buffer: events are committed, then taken back with their positions, as the
+    forwarder takes them."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.outbox = outbox
+
+    async def commit(self, *events: Event, states: dict[str, str] | None = None,
+                     ) -> list[StoredEvent]:
+        await self.outbox.commit(list(events), states or {})
+        ids = {e.id for e in events}
+        stored = await self.outbox.fetch(int(Lane.TELEMETRY), 0, 1_000_000)
+        return [s for s in stored if s.id in ids]
+
+    async def stored(self, kind: str, subject: str, data: dict[str, Any],
+                     at: float = 1_764_000_000.0) -> StoredEvent:
+        [one] = await self.commit(event(kind, subject, data, at))
+        return one
+
+    async def temp(self, value: int, at: float = 1_764_000_000.0) -> StoredEvent:
+        [one] = await self.commit(temp_event(value, at))
+        return one
+
+
+@pytest.fixture
+async def buffer(tmp_path: Path) -> AsyncIterator[Buffer]:
+    outbox = await Outbox.open(tmp_path / "buffer.db", ["scada"])
+    yield Buffer(outbox)
+    await outbox.close()
 
 
 class Host:
@@ -103,9 +130,10 @@ async def host(broker: Broker, node_decoder: NodeCodec,
     watcher.stop()
 
 
-def node_for(tmp_path: Path, port: int) -> SparkplugNode:
-    config = load_config_text(CONFIG.format(group=GROUP, port=port), "c.yaml", tmp_path)
-    return SparkplugNode(config.uplinks[0], config)  # type: ignore[arg-type]
+def node_for(tmp_path: Path, port: int, buffer: Buffer, extra: str = "") -> SparkplugNode:
+    config = load_config_text(CONFIG.format(group=GROUP, port=port, extra=extra), "c.yaml",
+                              tmp_path)
+    return SparkplugNode(config.uplinks[0], config, buffer.outbox)  # type: ignore[arg-type]
 
 
 def seqs(host: Host) -> list[int]:
@@ -113,8 +141,8 @@ def seqs(host: Host) -> list[int]:
 
 
 async def test_births_data_device_status_and_a_clean_death(
-        tmp_path: Path, broker: Broker, host: Host) -> None:
-    node = node_for(tmp_path, broker.port)
+        tmp_path: Path, broker: Broker, host: Host, buffer: Buffer) -> None:
+    node = node_for(tmp_path, broker.port, buffer)
     await node.start()
     try:
         await until(lambda: len(host.raw) >= 3, 10)  # NBIRTH, two DBIRTHs
@@ -128,12 +156,13 @@ async def test_births_data_device_status_and_a_clean_death(
             f"spBv1.0/{GROUP}/DBIRTH/{NODE}/press-plc", f"spBv1.0/{GROUP}/DBIRTH/{NODE}/oven-plc"]
         alias = {m["name"]: m["alias"] for _, b in host.messages("DBIRTH") for m in b["metrics"]}
 
-        await asyncio.wait_for(node.submit(temp(41)), 5)
-        await asyncio.wait_for(node.submit(stored(
+        await asyncio.wait_for(node.submit(await buffer.temp(41)), 5)
+        await asyncio.wait_for(node.submit(await buffer.stored(
             "machine.state_changed", "press-1", {"state": "running", "code": 1,
                                                  "previous_state": None,
                                                  "previous_duration_s": None})), 5)
-        await asyncio.wait_for(node.submit(stored("shift.completed", "press-1", {})), 5)
+        shift = await buffer.stored("shift.completed", "press-1", {})
+        await asyncio.wait_for(node.submit(shift), 5)
         await until(lambda: len(host.messages("NDATA")) == 1, 5)
         [(_, ddata)] = host.messages("DDATA")
         [metric] = ddata["metrics"]
@@ -145,8 +174,9 @@ async def test_births_data_device_status_and_a_clean_death(
 
         offline = {"device": "press-plc", "status": "offline",
                    "last_sample_at": "2025-11-24T16:00:00.000Z", "offline_s": None}
-        await asyncio.wait_for(node.submit(stored("device.status", "press-plc", offline)), 5)
-        await asyncio.wait_for(node.submit(stored("device.status", "press-plc", {
+        went = await buffer.stored("device.status", "press-plc", offline)
+        await asyncio.wait_for(node.submit(went), 5)
+        await asyncio.wait_for(node.submit(await buffer.stored("device.status", "press-plc", {
             **offline, "status": "online", "offline_s": 5.0})), 5)
         await until(lambda: len(host.messages("DBIRTH")) == 3, 5)
         assert [t.rsplit("/", 1)[1] for t, _ in host.messages("DDEATH")] == ["press-plc"]
@@ -162,12 +192,13 @@ async def test_births_data_device_status_and_a_clean_death(
     assert seqs(host) == list(range(len(seqs(host))))
 
 
-async def test_a_host_asks_for_a_rebirth(tmp_path: Path, broker: Broker, host: Host) -> None:
-    node = node_for(tmp_path, broker.port)
+async def test_a_host_asks_for_a_rebirth(tmp_path: Path, broker: Broker, host: Host,
+                                         buffer: Buffer) -> None:
+    node = node_for(tmp_path, broker.port, buffer)
     await node.start()
     try:
         await until(lambda: len(host.messages("DBIRTH")) == 2, 10)
-        await asyncio.wait_for(node.submit(temp(7)), 5)
+        await asyncio.wait_for(node.submit(await buffer.temp(7)), 5)
         host.command({"timestamp": 1, "metrics": [
             {"name": "Node Control/Reboot", "type": "Boolean", "value": True}]})
         host.command({"timestamp": 2, "metrics": [
@@ -187,10 +218,10 @@ async def test_a_host_asks_for_a_rebirth(tmp_path: Path, broker: Broker, host: H
 
 
 async def test_a_cut_connection_is_the_ndeath_and_values_held_go_out_historical(
-        tmp_path: Path, broker: Broker, host: Host) -> None:
+        tmp_path: Path, broker: Broker, host: Host, buffer: Buffer) -> None:
     proxy = StallingProxy(broker.port)
     await proxy.start()
-    node = node_for(tmp_path, proxy.port)
+    node = node_for(tmp_path, proxy.port, buffer)
     await node.start()
     try:
         await until(lambda: len(host.messages("DBIRTH")) == 2, 10)
@@ -202,7 +233,7 @@ async def test_a_cut_connection_is_the_ndeath_and_values_held_go_out_historical(
         await until(lambda: not node.health.connected, 5)
         [(_, will)] = host.messages("NDEATH")
         assert will["metrics"][0]["value"] == "0"
-        held = [node.submit(temp(n, 1_764_000_000.0 + n)) for n in (1, 2, 3)]
+        held = [node.submit(await buffer.temp(n, 1_764_000_000.0 + n)) for n in (1, 2, 3)]
         await asyncio.wait_for(asyncio.gather(*held), 15)  # after the new session's births
         await until(lambda: len(host.messages("NBIRTH")) == 2, 5)
         nbirths = host.messages("NBIRTH")
@@ -212,7 +243,7 @@ async def test_a_cut_connection_is_the_ndeath_and_values_held_go_out_historical(
         values = [(m["value"], m.get("isHistorical")) for _, d in host.messages("DDATA")
                   for m in d["metrics"]]
         assert values == [(1, True), (2, True), (3, True)]
-        await asyncio.wait_for(node.submit(temp(4)), 5)
+        await asyncio.wait_for(node.submit(await buffer.temp(4)), 5)
         await until(lambda: len(host.messages("DDATA")) == 4, 5)
         assert "isHistorical" not in host.messages("DDATA")[-1][1]["metrics"][0]
     finally:
@@ -225,5 +256,5 @@ async def test_a_cut_connection_is_the_ndeath_and_values_held_go_out_historical(
 def test_a_group_id_the_namespace_cannot_hold_is_refused(tmp_path: Path, group: str,
                                                          message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        load_config_text(CONFIG.format(group=group, port=1883), "c.yaml", tmp_path)
+        load_config_text(CONFIG.format(group=group, port=1883, extra=""), "c.yaml", tmp_path)
 

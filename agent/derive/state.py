@@ -17,6 +17,10 @@ import orjson
 
 from ..events import has_non_finite
 
+# Device states share the buffer's state table with assets' (keyed by asset id); ':' is in
+# no identifier, so the two cannot collide.
+DEVICE_KEY = "device:"
+
 
 @dataclass
 class ReasonChange:

@@ -29,6 +29,7 @@ from .models import (
     Uplink,
 )
 from .secrets import MASK
+from .sparkplug import SparkplugUplink
 from .yamlsource import Path as DataPath
 from .yamlsource import YamlDocument
 
@@ -139,11 +140,12 @@ def check_references(
     for index, first in _repeats_in({i: u.id for i, u in parts.uplinks.items()}):
         yield issue(("uplinks", index, "id"), repr(parts.uplinks[index].id),
                     f"duplicate uplink id; uplinks[{first}] already uses it")
-    client_ids = {i: u.client_id if isinstance(u, MqttUplink) else None
+    client_ids = {i: u.client_id if isinstance(u, MqttUplink | SparkplugUplink) else None
                   for i, u in parts.uplinks.items()}
     for index, _ in _repeats_in(client_ids):
         yield issue(("uplinks", index, "client_id"), repr(client_ids[index]),
                     "two uplinks with one MQTT client id disconnect each other; make them differ")
+    yield from _check_sparkplug_devices(parts, issue)
     asset_ids = {a.id for a in parts.assets.values()}
     for u_index, uplink in parts.uplinks.items():
         for asset_id in getattr(uplink, "assets", {}):
@@ -161,6 +163,21 @@ def check_references(
                     yield issue(("uplinks", u_index, "tls", key), repr(str(path)),
                                 f"no such file: {base_dir / path}; give the PEM file's path "
                                 "(relative paths are relative to the config file)")
+
+
+def _check_sparkplug_devices(parts: Parts, issue: Any) -> Iterator[ConfigIssue]:
+    """A Sparkplug device's metrics are its tags with `publish:`: their births carry the
+    last value committed for each, and a tag with no telemetry has none. A device
+    without such a tag would be an empty Sparkplug device."""
+    sparkplug = [u.id for u in parts.uplinks.values() if isinstance(u, SparkplugUplink)]
+    if not sparkplug:
+        return
+    for d_index, device in parts.devices.items():
+        if not any(tag.publish is not None for tag in device.tags):
+            yield issue(("devices", d_index, "tags"), None,
+                        f"uplink '{sparkplug[0]}' (sparkplug) shows each device's tags that "
+                        f"have `publish:`, and device '{device.id}' has none: add "
+                        "`publish: on_change` to the tags the host application should see")
 
 
 def _check_opcua_files(device: OpcUaDevice, index: int, base_dir: Path,

@@ -46,6 +46,12 @@ class SparkplugUplink(BrokerConnection):
     group_id: SparkplugId = Field(description="The Sparkplug group this Edge Node is in.")
     edge_node_id: SparkplugId | None = Field(
         default=None, description="The Edge Node's id in the group. Default: agent.id.")
+    primary_host_id: SparkplugId | None = Field(
+        default=None,
+        description="The host application (Ignition's MQTT Engine, say) this node waits for: "
+        "no birth until its STATE says online on the broker, and a move to the next "
+        "server when it goes offline there. Values meanwhile wait in the buffer. "
+        "Default: none, the node publishes as soon as it is connected.")
     max_inflight: Annotated[int, Field(ge=1, le=10000)] = Field(
         default=500,
         description="Events taken from the buffer and not yet published: while no session "

@@ -90,9 +90,14 @@ class EdgeNode:
 
     def data(self, updates: list[Update], now_ms: int, historical: bool = False,
              ) -> list[Message]:
-        """NDATA and DDATA for `updates` (unknown refs ignored), one message per device."""
+        """NDATA and DDATA for `updates` (unknown refs ignored), one message per device.
+
+        Historical values are older than what the births carried: they are not remembered
+        as current, and one that does not fit its datatype goes as null with the Quality
+        BAD (a rebirth would announce it as current)."""
         by_device: dict[str | None, list[Metric]] = {}
-        self.remember(updates)  # all of them first: a rebirth below must carry each
+        if not historical:
+            self.remember(updates)  # all of them first: a rebirth below must carry each
         for update in updates:
             definition = self._defs.get(update.ref)
             if definition is None:
@@ -102,7 +107,7 @@ class EdgeNode:
                 raise RebirthNeeded(f"{definition.name} has not been born")
             value, quality = _coerce(datatype, update.value), update.quality
             if not fits(datatype, value):
-                if definition.datatype is None:
+                if definition.datatype is None and not historical:
                     raise RebirthNeeded(f"{definition.name}: {value!r} does not fit "
                                         f"{datatype.name}")
                 value, quality = None, Quality.BAD

@@ -4,14 +4,18 @@ Delivery is the specification's, not floorlink's (DESIGN.md, invariant 9): birth
 data go at QoS 0, so an event counts as sent once paho has written it to the socket. What
 floorlink adds stays within that: an event taken from the buffer while no session is
 born waits (the forwarder's window bounds how many; the rest wait in the buffer) and goes
-out after the births, flagged historical; an event written to a connection that then
-drops is given back to the forwarder, which offers it again.
+out after the births; an event written to a connection that then drops is given back to
+the forwarder, which offers it again.
 
 Sessions: a clean MQTT session (the specification requires it) whose will is the NDEATH
-carrying the session's bdSeq. On CONNACK: subscribe to this node's NCMD, then NBIRTH
-(seq 0) and a DBIRTH per device that is not known to be offline. `device.status` events
-become DDEATH and DBIRTH. NCMD `Node Control/Rebirth` publishes the births again: it is
-the one command floorlink accepts; it never writes to a PLC.
+carrying the session's bdSeq, kept across restarts (bdseq.py). On CONNACK: subscribe to
+this node's NCMD and, with a primary host configured, to its STATE; once the host is
+online (or at once, without one), NBIRTH (seq 0) and a DBIRTH per device not offline.
+The births carry the current values committed in the buffer (restore.py), read with the
+position of the last event committed with them: the events up to that position follow
+flagged historical, the later ones live. `device.status` events become DDEATH and
+DBIRTH. NCMD `Node Control/Rebirth` publishes the births again: it is the one command
+floorlink accepts; it never writes to a PLC.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from buffer import StoredEvent
+from buffer import Outbox, StoredEvent
+from buffer.snapshot import committed
 
-from ...errors import UplinkRejected, UplinkUnavailable
+from ...errors import BufferError, UplinkRejected, UplinkUnavailable
 from ...events import short_type
 from ...settings.models import Config
 from ...settings.sparkplug import SparkplugUplink
@@ -34,7 +39,10 @@ from ..base import address, broker_health
 from ..mqtt_link import LoopDrivenClient, new_client
 from ..tls import client_context
 from . import catalogue, metrics
+from .bdseq import BdSeqStore
+from .host import PrimaryHost, parse_state
 from .payload import decode
+from .restore import from_states
 from .session import EdgeNode, Message, RebirthNeeded
 from .topics import node_topic
 
@@ -48,19 +56,31 @@ def _now_ms() -> int:
 
 
 class SparkplugNode:
-    def __init__(self, settings: SparkplugUplink, config: Config) -> None:
+    def __init__(self, settings: SparkplugUplink, config: Config, outbox: Outbox) -> None:
         self.id = settings.id
         self.settings = settings
+        self._outbox = outbox
         self._endpoints = settings.endpoints()
         self.health = broker_health(settings.id, "sparkplug", self._endpoints)
         self.group = settings.group_id
         self.node_id = settings.edge_node_id or config.agent.id
-        self.edge = EdgeNode(self.group, self.node_id, catalogue.build(config), bd_seq=0)
+        self._bd_seqs = BdSeqStore(outbox.path.with_name(
+            f"{outbox.path.name}.sparkplug-{settings.id}.bdseq"))
+        self.edge = EdgeNode(self.group, self.node_id, catalogue.build(config),
+                             bd_seq=self._bd_seqs.next())
+        self._bd_seqs.save(self.edge.bd_seq)  # on disk before the CONNECT that carries it
+        self._host = (PrimaryHost(settings.primary_host_id)
+                      if settings.primary_host_id is not None else None)
         self._offline: set[str] = set()  # devices whose last status was offline
         self._client_id = settings.client_id or f"floorlink-{config.agent.id}-sparkplug"
         self._context = client_context(settings.tls) if settings.tls else None
         self._born = False
         self._accepted = False  # the current connection had its CONNACK
+        self._connection = 0  # counts connections: a birth read for an old one is dropped
+        self._birthing: asyncio.Task[None] | None = None
+        # Events at or below this buffer position are in what the last births carried.
+        self._historical_until = 0
+        self._leaving: str | None = None  # why this node is leaving the broker, if it is
         self._held: list[tuple[StoredEvent, asyncio.Future[None]]] = []
         self._waiting: dict[int, asyncio.Future[None]] = {}  # last mid of an event -> it
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -90,9 +110,9 @@ class SparkplugNode:
         assert self._loop is not None
         future: asyncio.Future[None] = self._loop.create_future()
         if not self._born:
-            self._held.append((event, future))  # sent after the births, as historical
+            self._held.append((event, future))  # sent after the births
         else:
-            self._send(event, future, historical=False)
+            self._send(event, future)
         return future
 
     async def close(self) -> None:
@@ -110,6 +130,8 @@ class SparkplugNode:
             except TimeoutError:
                 log.debug("the Sparkplug connection did not close within %g s", CLOSE_WAIT)
         await self._link.stop()
+        if self._birthing is not None:
+            self._birthing.cancel()
         self._fail_waiting("the uplink stopped")
 
     # ------------------------------------------------------------ sessions
@@ -131,23 +153,58 @@ class SparkplugNode:
                       self.health.last_error)
             return
         assert self._client is not None
-        if self._link is not None:
-            self._link.accepted()
         self._accepted = True
+        self._connection += 1
+        self._leaving = None
         self.health.connected, self.health.since = True, time.time()
         self.health.last_error = self.health.next_attempt_at = None
         log.info("Sparkplug broker %s reached (uplink %s, bdSeq %d)", self.health.target,
                  self.id, self.edge.bd_seq)
         self._client.subscribe(node_topic(self.group, "NCMD", self.node_id), qos=1)
-        self._publish_births()
+        if self._host is None:
+            self._begin_births()
+            return
+        self._host.forget()
+        self._client.subscribe(self._host.topic, qos=1)
+        self.health.last_error = (f"waiting for the primary host {self._host.host_id} to be "
+                                  f"online on {self.health.target}")
+        self._show()
+
+    def _begin_births(self) -> None:
+        if self._birthing is None and not self._born:
+            assert self._loop is not None
+            self._birthing = self._loop.create_task(self._birth(self._connection),
+                                                    name=f"sparkplug-births-{self.id}")
+
+    async def _birth(self, connection: int) -> None:
+        """Births with the current values committed in the buffer, then what was held."""
+        try:
+            snapshot = await committed(self._outbox)
+        except BufferError as exc:
+            # The births carry the values this uplink has sent; the held events follow.
+            log.warning("Sparkplug uplink %s: the buffer could not be read for the births "
+                        "(%s); they carry the values sent so far", self.id, exc)
+            snapshot = None
+        finally:
+            self._birthing = None
+        if (connection != self._connection or not self._accepted or self._born
+                or self._leaving is not None or self._client is None):
+            return  # that connection is gone (or going); the next one reads again
+        now = _now_ms()
+        if snapshot is not None:
+            restored = from_states(snapshot.states, self.edge.catalogue, now)
+            self.edge.remember(restored.updates)
+            self._offline = {d for d in restored.offline if d in self.edge.catalogue.devices}
+            self._historical_until = max(self._historical_until, snapshot.position)
+        self._born = True
+        if self._link is not None:
+            self._link.accepted()  # only a born session ends the round of servers
+        self.health.last_error = None
+        self._publish(self._births(now))
         held, self._held = self._held, []
         for event, future in held:
             if not future.done():
-                self._send(event, future, historical=True)
-
-    def _publish_births(self) -> None:
-        self._born = True
-        self._publish(self._births(_now_ms()))
+                self._send(event, future)
 
     def _births(self, now: int) -> list[Message]:
         """NBIRTH and the DBIRTHs of the devices not known to be offline."""
@@ -163,16 +220,49 @@ class SparkplugNode:
             self._accepted = False
             # A new session is a new bdSeq; the next CONNECT's will carries it.
             self.edge.bd_seq = (self.edge.bd_seq + 1) % 256
+            self._bd_seqs.save(self.edge.bd_seq)
         self._fail_waiting(f"connection lost ({reason}) before the message was written")
         if self._closing:
             return
         if self.health.connected:
-            log.warning("Sparkplug broker %s lost (%s); holding values", self.health.target,
-                        reason)
+            why = self._leaving or f"disconnected: {reason}"
+            log.warning("Sparkplug broker %s: %s; holding values", self.health.target, why)
             self.health.disconnects += 1
             self.health.connected, self.health.since = False, time.time()
-            self.health.last_error = f"disconnected: {reason}"
+            self.health.last_error = why
         self._show()
+
+    # ------------------------------------------------------------ the primary host
+
+    def _on_host_state(self, payload: bytes) -> None:
+        assert self._host is not None
+        try:
+            state = parse_state(payload)
+        except ValueError as exc:
+            log.warning("Sparkplug uplink %s: a STATE of host %s ignored: %s", self.id,
+                        self._host.host_id, exc)
+            return
+        if not self._host.hear(state):
+            return  # older than the last one: a late copy
+        if state.online:
+            log.info("Sparkplug uplink %s: primary host %s online on %s", self.id,
+                     self._host.host_id, self.health.target)
+            self._begin_births()
+        elif self._client is not None and self._leaving is None:
+            self._leave(f"primary host {self._host.host_id} offline on this broker; "
+                        "moving to the next server")
+        self._show()
+
+    def _leave(self, why: str) -> None:
+        """End this session as the specification asks: the NDEATH, then DISCONNECT. The
+        link then tries the next server (a whole round with no birth waits, as a round
+        with no connection does)."""
+        assert self._client is not None
+        log.warning("Sparkplug uplink %s: %s", self.id, why)
+        self._leaving, self._born = why, False
+        death = self.edge.death(_now_ms())
+        self._client.publish(death.topic, death.payload, qos=0)
+        self._client.disconnect()
 
     def _fail_waiting(self, why: str) -> None:
         """QoS 0 messages paho had not written when the connection went are dropped by
@@ -184,9 +274,9 @@ class SparkplugNode:
 
     # ------------------------------------------------------------ events to messages
 
-    def _send(self, event: StoredEvent, future: asyncio.Future[None], historical: bool) -> None:
+    def _send(self, event: StoredEvent, future: asyncio.Future[None]) -> None:
         try:
-            messages = self._messages(event, historical)
+            messages = self._messages(event, event.position <= self._historical_until)
         except (ValueError, KeyError, TypeError) as exc:
             future.set_exception(UplinkRejected(f"not a Sparkplug metric: {exc}"))
             return
@@ -205,13 +295,15 @@ class SparkplugNode:
         now = _now_ms()
         at = metrics.event_time_ms(body.get("time"), now)
         if kind == "device.status":
-            return self._device_status(data, now)
+            # A historical status is already in what the births said of the device.
+            return [] if historical else self._device_status(data, now)
         live: list[metrics.Update] = []
         for update in metrics.updates(kind, event.subject, at, data):
-            if self.edge.device_of(update.ref) in self._offline:
-                self.edge.remember([update])  # it waits for the device's next birth
-            else:
+            if self.edge.device_of(update.ref) not in self._offline:
                 live.append(update)
+            elif not historical:
+                self.edge.remember([update])  # it waits for the device's next birth
+            # A device that is dead to the host takes no data, history included.
         try:
             return self.edge.data(live, now, historical=historical)
         except RebirthNeeded as exc:
@@ -284,7 +376,10 @@ class SparkplugNode:
 
     def _paho_on_message(self, client: paho.Client, userdata: Any,
                          message: paho.MQTTMessage) -> None:
-        self._on_command(message.topic, bytes(message.payload))
+        if self._host is not None and message.topic == self._host.topic:
+            self._on_host_state(bytes(message.payload))
+        else:
+            self._on_command(message.topic, bytes(message.payload))
 
     def _unreachable(self, error: BaseException) -> None:
         message = f"MQTT broker {self.health.target} not reachable"
@@ -301,4 +396,7 @@ class SparkplugNode:
                                "bdSeq": self.edge.bd_seq, "born": self._born,
                                "births": self.births, "rebirths": self.rebirths,
                                "offline_devices": sorted(self._offline)}
+        if self._host is not None:
+            self.health.details["primary_host"] = self._host.host_id
+            self.health.details["primary_host_online"] = self._host.online
 

@@ -12,6 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+
 NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "sparkplug-codec.cjs"
 
@@ -64,3 +67,45 @@ class NodeCodec:
         if self._process.stdout is not None:
             self._process.stdout.close()
 
+
+
+class Host:
+    """A host application's view: every Sparkplug message on the broker, decoded by
+    `decoder`; it sends commands encoded by `encoder`, and publishes its STATE."""
+
+    def __init__(self, port: int, decoder: NodeCodec, encoder: NodeCodec, group: str,
+                 node: str, client_id: str = "host") -> None:
+        self.codec, self.encoder, self.group, self.node = decoder, encoder, group, node
+        self.raw: list[tuple[str, bytes]] = []
+        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.client.on_message = lambda c, u, m: self.raw.append((m.topic, bytes(m.payload)))
+        self.client.connect("127.0.0.1", port)
+        self.client.subscribe("spBv1.0/#", qos=0)
+        self.client.loop_start()
+
+    def messages(self, verb: str | None = None) -> list[tuple[str, dict[str, Any]]]:
+        return [(topic, self.codec.decode(payload)) for topic, payload in list(self.raw)
+                if (verb is None and "/STATE/" not in topic)
+                or (verb is not None and f"/{verb}/" in topic)]
+
+    def command(self, payload: dict[str, Any]) -> None:
+        encoded = self.encoder.encode(payload)
+        self.client.publish(f"spBv1.0/{self.group}/NCMD/{self.node}", encoded, qos=1)
+
+    def state(self, host_id: str, online: bool, timestamp: int) -> None:
+        """A Sparkplug 3.0 STATE, retained at QoS 1, as a primary host publishes it."""
+        body = json.dumps({"online": online, "timestamp": timestamp}).encode()
+        self.client.publish(f"spBv1.0/STATE/{host_id}", body, qos=1, retain=True
+                            ).wait_for_publish(5)
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def metric(message: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(m for m in message["metrics"] if m.get("name") == name)
+
+
+def bd_seq(message: dict[str, Any]) -> int:
+    return int(metric(message, "bdSeq")["value"])

@@ -13,14 +13,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as paho
 import pytest
 from conftest import Broker
-from paho.mqtt.enums import CallbackAPIVersion
-from sparkplug_peer import NodeCodec
+from sparkplug_peer import Host, NodeCodec, bd_seq, metric
 from test_mqtt_reconnect import until
 from test_mqtt_resend_order import StallingProxy
 
+from agent.derive.state import (
+    DEVICE_KEY,
+    AssetState,
+    DeviceState,
+    OpenDowntime,
+    TelemetryMemory,
+)
 from agent.errors import ConfigError
 from agent.events import Event, Lane, new_event_id
 from agent.settings import load_config_text
@@ -93,46 +98,22 @@ async def buffer(tmp_path: Path) -> AsyncIterator[Buffer]:
     await outbox.close()
 
 
-class Host:
-    """A host application's view: every Sparkplug message on the broker, decoded."""
-
-    def __init__(self, port: int, codec: NodeCodec) -> None:
-        self.codec = codec
-        self.raw: list[tuple[str, bytes]] = []
-        self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="host")
-        self.client.on_message = lambda c, u, m: self.raw.append((m.topic, bytes(m.payload)))
-        self.client.connect("127.0.0.1", port)
-        self.client.subscribe("spBv1.0/#", qos=0)
-        self.client.loop_start()
-
-    def messages(self, verb: str | None = None) -> list[tuple[str, dict[str, Any]]]:
-        return [(topic, self.codec.decode(payload)) for topic, payload in list(self.raw)
-                if verb is None or f"/{verb}/" in topic]
-
-    def command(self, payload: dict[str, Any]) -> None:
-        encoded = self.codec_encoder.encode(payload)
-        self.client.publish(f"spBv1.0/{GROUP}/NCMD/{NODE}", encoded, qos=1)
-
-    codec_encoder: NodeCodec
-
-    def stop(self) -> None:
-        self.client.loop_stop()
-        self.client.disconnect()
-
-
 @pytest.fixture
 async def host(broker: Broker, node_decoder: NodeCodec,
                node_encoder: NodeCodec) -> AsyncIterator[Host]:
-    watcher = Host(broker.port, node_decoder)
-    watcher.codec_encoder = node_encoder
+    watcher = Host(broker.port, node_decoder, node_encoder, GROUP, NODE)
     await asyncio.sleep(0.3)  # subscribed before anything is born
     yield watcher
     watcher.stop()
 
 
-def node_for(tmp_path: Path, port: int, buffer: Buffer, extra: str = "") -> SparkplugNode:
-    config = load_config_text(CONFIG.format(group=GROUP, port=port, extra=extra), "c.yaml",
-                              tmp_path)
+def node_for(tmp_path: Path, port: int, buffer: Buffer, extra: str = "",
+             servers: list[int] | None = None) -> SparkplugNode:
+    text = CONFIG.format(group=GROUP, port=port, extra=extra)
+    if servers:  # a cluster: the servers list instead of the one port
+        listed = ", ".join(f"{{host: 127.0.0.1, port: {p}}}" for p in servers)
+        text = text.replace(f"port: {port},", f"servers: [{listed}],")
+    config = load_config_text(text, "c.yaml", tmp_path)
     return SparkplugNode(config.uplinks[0], config, buffer.outbox)  # type: ignore[arg-type]
 
 
@@ -258,3 +239,145 @@ def test_a_group_id_the_namespace_cannot_hold_is_refused(tmp_path: Path, group: 
     with pytest.raises(ConfigError, match=message):
         load_config_text(CONFIG.format(group=group, port=1883, extra=""), "c.yaml", tmp_path)
 
+
+
+def committed_states() -> dict[str, str]:
+    """What a pipeline would have committed: press-1 down in an open downtime, a value of
+    press-plc's temp published, oven-plc offline."""
+    press = AssetState(machine_state="down", state_code=3, state_since=1_764_000_100.0,
+                       work_order="WO-7", totals_work_order="WO-7",
+                       totals={"good": 120, "scrap": 3})
+    press.downtime = OpenDowntime("dt-1", 1_764_000_100.0, False, 102, "Die jam", "WO-7")
+    temp = TelemetryMemory(seen=True, value=55, published=True, published_value=55,
+                           published_at=1_764_000_090.0)
+    return {"press-1": press.to_json(),
+            f"{DEVICE_KEY}press-plc": DeviceState({"press-plc.temp": temp}).to_json(),
+            f"{DEVICE_KEY}oven-plc": DeviceState(offline_since=1_764_000_050.0).to_json()}
+
+
+async def test_births_carry_the_committed_values_and_older_events_follow_as_history(
+        tmp_path: Path, broker: Broker, host: Host, buffer: Buffer) -> None:
+    """An agent restarting with a backlog: the births say what is current (the buffer's
+    committed states), the events not yet sent follow flagged historical, the next live.
+    And bdSeq goes on from the last session's, across the restart."""
+    backlog = await buffer.commit(temp_event(50, 1_764_000_080.0),
+                                  temp_event(55, 1_764_000_090.0), states=committed_states())
+    node = node_for(tmp_path, broker.port, buffer)
+    await node.start()
+    try:
+        await until(lambda: len(host.messages("DBIRTH")) == 1, 10)
+        [(_, nbirth)] = host.messages("NBIRTH")
+        assert bd_seq(nbirth) == 0
+        assert metric(nbirth, "press-1/State")["value"] == "down"
+        assert metric(nbirth, "press-1/State")["timestamp"] == "1764000100000"
+        assert metric(nbirth, "press-1/Downtime/Open")["value"] is True
+        assert metric(nbirth, "press-1/Downtime/Reason")["value"] == "Die jam"
+        assert metric(nbirth, "press-1/Work Order")["value"] == "WO-7"
+        assert metric(nbirth, "press-1/Good Total")["value"] == "120"
+        assert metric(nbirth, "press-1/Hold/Open")["value"] is False
+        # oven-plc was offline: no DBIRTH until it is back
+        [(topic, dbirth)] = host.messages("DBIRTH")
+        assert topic.endswith("/press-plc")
+        assert metric(dbirth, "temp")["value"] == 55
+        assert metric(dbirth, "temp")["timestamp"] == "1764000090000"
+        assert node.health.details["offline_devices"] == ["oven-plc"]
+
+        for old in backlog:
+            await asyncio.wait_for(node.submit(old), 5)
+        await asyncio.wait_for(node.submit(await buffer.temp(60, 1_764_000_200.0)), 5)
+        await until(lambda: len(host.messages("DDATA")) == 3, 5)
+        values = [(m["value"], m.get("isHistorical", False))
+                  for _, d in host.messages("DDATA") for m in d["metrics"]]
+        assert values == [(50, True), (55, True), (60, False)]
+    finally:
+        await node.close()
+    await until(lambda: len(host.messages("NDEATH")) == 1, 5)
+
+    again = node_for(tmp_path, broker.port, buffer)  # the agent's next start
+    await again.start()
+    try:
+        await until(lambda: len(host.messages("NBIRTH")) == 2, 10)
+        assert [bd_seq(b) for _, b in host.messages("NBIRTH")] == [0, 1]
+    finally:
+        await again.close()
+    await until(lambda: len(host.messages("NDEATH")) == 2, 5)
+    assert [bd_seq(d) for _, d in host.messages("NDEATH")] == [0, 1]
+
+
+async def test_waits_for_the_primary_host_and_leaves_when_it_goes_offline(
+        tmp_path: Path, broker: Broker, host: Host, buffer: Buffer) -> None:
+    host.state("scada-host", False, 1_000)  # retained: the host is not there yet
+    node = node_for(tmp_path, broker.port, buffer, extra=", primary_host_id: scada-host")
+    await node.start()
+    try:
+        await until(lambda: node.health.connected, 10)
+        held = node.submit(await buffer.temp(1, 1_764_000_001.0))
+        await asyncio.sleep(1.0)
+        assert host.messages("NBIRTH") == []
+        assert not held.done()
+        assert "waiting for the primary host scada-host" in str(node.health.last_error)
+
+        host.state("scada-host", True, 2_000)
+        await asyncio.wait_for(held, 10)
+        await until(lambda: len(host.messages("DDATA")) == 1, 5)
+        [(_, data)] = host.messages("DDATA")
+        assert data["metrics"][0]["isHistorical"] is True  # committed before the births
+        assert node.health.details["primary_host_online"] is True
+
+        host.state("scada-host", False, 1_500)  # older than the last: a late copy, ignored
+        await asyncio.sleep(0.5)
+        assert host.messages("NDEATH") == []
+        assert node.health.connected
+
+        host.state("scada-host", False, 3_000)
+        await until(lambda: len(host.messages("NDEATH")) == 1, 5)  # published by the node
+        assert bd_seq(host.messages("NDEATH")[0][1]) == 0
+        await until(lambda: node.health.disconnects == 1, 5)
+        await until(lambda: node.health.connected, 10)  # back on the one broker, waiting
+        await asyncio.sleep(0.5)
+        assert len(host.messages("NBIRTH")) == 1
+        assert node.health.disconnects == 1  # waiting there, not leaving again
+        assert "waiting for the primary host" in str(node.health.last_error)
+
+        host.state("scada-host", True, 4_000)
+        await until(lambda: len(host.messages("NBIRTH")) == 2, 10)
+        assert bd_seq(host.messages("NBIRTH")[1][1]) == 1  # a new session
+    finally:
+        await node.close()
+
+
+async def test_walks_to_the_broker_where_the_primary_host_is_online(
+        tmp_path: Path, broker: Broker, host: Host, buffer: Buffer,
+        node_decoder: NodeCodec, node_encoder: NodeCodec) -> None:
+    other_dir = tmp_path / "broker-b"
+    other_dir.mkdir()
+    other = Broker(other_dir)
+    other.start()
+    watcher = Host(other.port, node_decoder, node_encoder, GROUP, NODE, "host-b")
+    try:
+        host.state("scada-host", False, 1_000)  # the host lost broker A
+        watcher.state("scada-host", True, 1_000)  # and is on broker B
+        node = node_for(tmp_path, broker.port, buffer, extra=", primary_host_id: scada-host",
+                        servers=[broker.port, other.port])
+        await node.start()
+        try:
+            await until(lambda: len(watcher.messages("NBIRTH")) == 1, 15)
+            assert host.messages("NBIRTH") == []
+            assert host.messages("NDEATH") == []
+            assert node.health.target == f"127.0.0.1:{other.port}"
+
+            host.state("scada-host", True, 2_000)  # the host is back on A
+            watcher.state("scada-host", False, 2_000)  # and lost B
+            await until(lambda: len(host.messages("NBIRTH")) == 1, 15)
+            # The node ended its session on B (its NDEATH pairs with B's NBIRTH); every
+            # CONNECT, A's first one included, took the next bdSeq.
+            [(_, death)] = watcher.messages("NDEATH")
+            born_on_b = bd_seq(watcher.messages("NBIRTH")[0][1])
+            assert bd_seq(death) == born_on_b
+            assert bd_seq(host.messages("NBIRTH")[0][1]) == born_on_b + 1
+            assert node.health.target == f"127.0.0.1:{broker.port}"
+        finally:
+            await node.close()
+    finally:
+        watcher.stop()
+        other.stop()

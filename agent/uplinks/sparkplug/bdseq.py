@@ -10,6 +10,7 @@ more than the previous, 0 to 255), and it is on disk before the CONNECT that car
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -44,6 +45,8 @@ class BdSeqStore:
                 os.fsync(file.fileno())
             os.replace(part, self.path)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                part.unlink()  # a partial file is no use, and takes room
             if not self._warned:
                 log.warning("Sparkplug: bdSeq %d could not be kept in %s (%s); after a "
                             "restart the node may reuse a recent bdSeq", value, self.path, exc)

@@ -68,7 +68,7 @@ class SparkplugNode:
             f"{outbox.path.name}.sparkplug-{settings.id}.bdseq"))
         self.edge = EdgeNode(self.group, self.node_id, catalogue.build(config),
                              bd_seq=self._bd_seqs.next())
-        self._bd_seqs.save(self.edge.bd_seq)  # on disk before the CONNECT that carries it
+        self._saved_bd_seq: int | None = None
         self._host = (PrimaryHost(settings.primary_host_id)
                       if settings.primary_host_id is not None else None)
         self._offline: set[str] = set()  # devices whose last status was offline
@@ -141,6 +141,9 @@ class SparkplugNode:
         assert self._client is not None
         host, port = self._endpoints[index]
         self.health.target = address(host, port)
+        if self._saved_bd_seq != self.edge.bd_seq:  # on disk before the CONNECT carries it
+            self._bd_seqs.save(self.edge.bd_seq)
+            self._saved_bd_seq = self.edge.bd_seq
         death = self.edge.death(_now_ms())
         self._client.will_set(death.topic, death.payload, qos=1, retain=False)
         self._client.connect_async(host, port, keepalive=int(self.settings.keepalive))
@@ -220,7 +223,6 @@ class SparkplugNode:
             self._accepted = False
             # A new session is a new bdSeq; the next CONNECT's will carries it.
             self.edge.bd_seq = (self.edge.bd_seq + 1) % 256
-            self._bd_seqs.save(self.edge.bd_seq)
         self._fail_waiting(f"connection lost ({reason}) before the message was written")
         if self._closing:
             return
@@ -249,20 +251,27 @@ class SparkplugNode:
                      self._host.host_id, self.health.target)
             self._begin_births()
         elif self._client is not None and self._leaving is None:
-            self._leave(f"primary host {self._host.host_id} offline on this broker; "
-                        "moving to the next server")
+            if self._born or len(self._endpoints) > 1:
+                self._leave(f"primary host {self._host.host_id} went offline on this broker"
+                            + ("; trying the next server" if len(self._endpoints) > 1 else ""))
+            else:
+                # The one broker there is: wait on it, and hear the host come back at once.
+                self.health.last_error = (f"waiting for the primary host "
+                                          f"{self._host.host_id} to be online on "
+                                          f"{self.health.target}")
         self._show()
 
     def _leave(self, why: str) -> None:
         """End this session as the specification asks: the NDEATH, then DISCONNECT. The
         link then tries the next server (a whole round with no birth waits, as a round
-        with no connection does)."""
+        with no connection does); with one server, the same one, where the node waits
+        unborn for the host's return and then publishes births the host has not seen."""
         assert self._client is not None
-        log.warning("Sparkplug uplink %s: %s", self.id, why)
+        if self._born:  # a session never born there has no birth to end
+            death = self.edge.death(_now_ms())
+            self._client.publish(death.topic, death.payload, qos=0)
         self._leaving, self._born = why, False
-        death = self.edge.death(_now_ms())
-        self._client.publish(death.topic, death.payload, qos=0)
-        self._client.disconnect()
+        self._client.disconnect()  # a clean DISCONNECT: the broker drops the will
 
     def _fail_waiting(self, why: str) -> None:
         """QoS 0 messages paho had not written when the connection went are dropped by

@@ -16,11 +16,13 @@ from .e2e import run as end_to_end
 from .footprint import run as footprint
 from .modbus_throughput import run as modbus_throughput
 from .opcua_bench import run as opcua_bench
+from .sparkplug_bench import run as sparkplug_bench
 
 LIMIT_SECONDS = 1800  # a benchmark that takes longer is stuck, not slow
 
 BENCHMARKS = {"modbus": modbus_throughput, "opcua": opcua_bench, "buffer": buffer_bench,
-              "e2e": end_to_end, "footprint": footprint, "config": config_scale}
+              "e2e": end_to_end, "footprint": footprint, "config": config_scale,
+              "sparkplug": sparkplug_bench}
 
 
 def main() -> None:
@@ -37,6 +39,7 @@ def main() -> None:
         BENCHMARKS["buffer"] = functools.partial(buffer_bench, backlog=20_000)
         BENCHMARKS["config"] = functools.partial(config_scale, tag_counts=(1000,), rounds=1)
         BENCHMARKS["e2e"] = functools.partial(end_to_end, rounds=1)
+        BENCHMARKS["sparkplug"] = functools.partial(sparkplug_bench, rounds=1)
     rows = []
     unknown = set(args.names) - set(BENCHMARKS)
     if unknown:

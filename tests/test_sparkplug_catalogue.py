@@ -84,3 +84,36 @@ def test_topics() -> None:
     assert topics.device_topic("g", "DDATA", "e", "press-plc") == "spBv1.0/g/DDATA/e/press-plc"
     assert topics.state_topic("scada") == "spBv1.0/STATE/scada"
     assert id_problem("Plant A") is None
+
+
+RELOADED = """
+site: plant
+devices:
+  - id: plc
+    protocol: modbus_tcp
+    host: 127.0.0.1
+    poll_interval: {poll}
+    tags:
+      - {{name: temp, register: 40002, publish: on_change{extra}}}
+uplinks:
+  - {{id: scada, type: sparkplug, group_id: g, host: 127.0.0.1}}
+  - {{id: events, type: mqtt, host: 127.0.0.1}}
+"""
+
+
+@pytest.mark.parametrize(("poll", "extra", "restarted"), [
+    ("1s", ", type: int16", ["scada"]),  # UInt16 -> Int16
+    ("1s", ", scale: 0.1", ["scada"]),  # -> Double
+    ("1s", ', enum: {1: "on"}', ["scada"]),  # -> String
+    ("2s", "", []),  # the device restarts; its metrics are the same
+])
+def test_a_reload_restarts_the_sparkplug_uplink_when_its_metrics_change(
+        tmp_path: Path, poll: str, extra: str, restarted: list[str]) -> None:
+    from agent.reload import plan
+
+    running = load_config_text(RELOADED.format(poll="1s", extra=""), "c.yaml", tmp_path)
+    loaded = load_config_text(RELOADED.format(poll=poll, extra=extra), "c.yaml", tmp_path)
+    steps, _ = plan(running, loaded)
+    assert steps.devices_start == ["plc"]
+    assert steps.uplinks_restart == restarted
+    assert steps.restart_needed == []

@@ -6,6 +6,7 @@ births map the same aliases to the new datatype."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import sqlite3
@@ -42,6 +43,25 @@ def host(broker: Broker, node_decoder: NodeCodec, node_encoder: NodeCodec) -> It
     watcher.stop()
 
 
+@contextlib.contextmanager
+def agent_on_the_line(tmp_path: Path, broker: Broker, host: Host,
+                      seed: int) -> Iterator[tuple[Line, AgentProcess]]:
+    """The simulated line and an agent with the Sparkplug uplink, both born; afterwards,
+    a clean stop and no traceback."""
+    line = Line(tmp_path, seed=seed, duration=120)
+    agent = AgentProcess(tmp_path, sparkplug_config(line, broker, tmp_path))
+    agent.start()
+    line.go()
+    try:
+        wait_until(lambda: len(host.messages("DBIRTH")) == 2, 30, f"births\n{agent.log()}")
+        yield line, agent
+    finally:
+        code = agent.stop()
+        line.stop()
+    assert code == 0
+    assert "Traceback" not in agent.log()
+
+
 def committed_state(buffer: Path, asset: str) -> dict[str, Any]:
     with sqlite3.connect(f"file:{buffer}?mode=ro", uri=True) as db:
         [(text,)] = db.execute("SELECT state FROM asset_state WHERE asset = ?", (asset,))
@@ -50,12 +70,7 @@ def committed_state(buffer: Path, asset: str) -> dict[str, Any]:
 
 def test_a_kill_is_the_will_and_the_next_start_is_born_from_the_buffer(
         tmp_path: Path, broker: Broker, host: Host) -> None:
-    line = Line(tmp_path, seed=11, duration=120)
-    agent = AgentProcess(tmp_path, sparkplug_config(line, broker, tmp_path))
-    agent.start()
-    line.go()
-    try:
-        wait_until(lambda: len(host.messages("DBIRTH")) == 2, 30, f"births\n{agent.log()}")
+    with agent_on_the_line(tmp_path, broker, host, seed=11) as (line, agent):
         wait_until(lambda: any(m.get("alias") is not None and "name" not in m
                                for _, d in host.messages("NDATA") for m in d["metrics"]),
                    30, f"asset metrics as NDATA\n{agent.log()}")
@@ -80,23 +95,13 @@ def test_a_kill_is_the_will_and_the_next_start_is_born_from_the_buffer(
         assert metric(dbirth, "state")["value"] == state_tag["published_value"]
         # Then each driver finds its PLC gone: device.status offline, a DDEATH each.
         wait_until(lambda: len(host.messages("DDEATH")) == 2, 30, f"deaths\n{agent.log()}")
-    finally:
-        code = agent.stop()
-        line.stop()
-    assert code == 0
     wait_until(lambda: len(host.messages("NDEATH")) == 2, 10, "the clean stop's NDEATH")
     assert bd_seq(host.messages("NDEATH")[1][1]) == 1
-    assert "Traceback" not in agent.log()
 
 
 def test_a_reload_that_changes_a_type_is_a_new_session_with_the_same_aliases(
         tmp_path: Path, broker: Broker, host: Host) -> None:
-    line = Line(tmp_path, seed=12, duration=120)
-    agent = AgentProcess(tmp_path, sparkplug_config(line, broker, tmp_path))
-    agent.start()
-    line.go()
-    try:
-        wait_until(lambda: len(host.messages("DBIRTH")) == 2, 30, f"births\n{agent.log()}")
+    with agent_on_the_line(tmp_path, broker, host, seed=12) as (line, agent):
         before = next(d for t, d in host.messages("DBIRTH") if t.endswith("/press2-plc"))
         assert metric(before, "state")["type"] == "UInt16"
 
@@ -125,8 +130,3 @@ def test_a_reload_that_changes_a_type_is_a_new_session_with_the_same_aliases(
 
         wait_until(lambda: len(values_since()) >= 2, 30, "press2-plc's state after the reload")
         assert {m["type"] for m in values_since()} == {"Int16"}
-    finally:
-        code = agent.stop()
-        line.stop()
-    assert code == 0
-    assert "Traceback" not in agent.log()

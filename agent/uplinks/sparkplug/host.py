@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from .topics import state_topic
+
 MAX_STATE_BYTES = 1024  # a STATE is a short JSON object; anything longer is not one
 
 
@@ -21,10 +23,6 @@ MAX_STATE_BYTES = 1024  # a STATE is a short JSON object; anything longer is not
 class HostState:
     online: bool
     timestamp: int
-
-
-def state_topic(host_id: str) -> str:
-    return f"spBv1.0/STATE/{host_id}"
 
 
 def parse_state(payload: bytes) -> HostState:

@@ -304,7 +304,7 @@ async def test_births_carry_the_committed_values_and_older_events_follow_as_hist
     assert [bd_seq(d) for _, d in host.messages("NDEATH")] == [0, 1]
 
 
-async def test_waits_for_the_primary_host_and_leaves_when_it_goes_offline(
+async def test_waits_for_the_primary_host_and_replays_its_outage_as_history(
         tmp_path: Path, broker: Broker, host: Host, buffer: Buffer) -> None:
     host.state("scada-host", False, 1_000)  # retained: the host is not there yet
     node = node_for(tmp_path, broker.port, buffer, extra=", primary_host_id: scada-host")
@@ -339,9 +339,21 @@ async def test_waits_for_the_primary_host_and_leaves_when_it_goes_offline(
         assert node.health.disconnects == 1  # waiting there, not leaving again
         assert "waiting for the primary host" in str(node.health.last_error)
 
+        # The host's outage: values go on being committed, and wait.
+        during = [node.submit(await buffer.temp(n, 1_764_000_000.0 + n)) for n in range(10, 15)]
+        await asyncio.sleep(0.3)
+        assert not any(f.done() for f in during)
+
         host.state("scada-host", True, 4_000)
         await until(lambda: len(host.messages("NBIRTH")) == 2, 10)
         assert bd_seq(host.messages("NBIRTH")[1][1]) == 1  # a new session
+        await asyncio.wait_for(asyncio.gather(*during), 10)
+        await asyncio.wait_for(node.submit(await buffer.temp(20, 1_764_000_020.0)), 5)
+        await until(lambda: len(host.messages("DDATA")) == 7, 5)
+        replayed = [(m["value"], m.get("isHistorical", False), m["timestamp"])
+                    for _, d in host.messages("DDATA")[1:] for m in d["metrics"]]
+        assert replayed == [(n, n < 20, str((1_764_000_000 + n) * 1000))
+                            for n in (10, 11, 12, 13, 14, 20)]  # in order, then live
     finally:
         await node.close()
 

@@ -34,8 +34,16 @@ def updates(short_type: str, subject: str, time_ms: int, data: dict[str, Any]) -
     if short_type == "telemetry":
         return [_telemetry(data, time_ms)]
     if short_type == "telemetry.batch":
-        return [_telemetry(value, event_time_ms(value.get("at"), time_ms))
-                for value in data["values"]]
+        # The values of one scan mostly share their time: each text is parsed once.
+        times: dict[str | None, int] = {}
+        updates = []
+        for value in data["values"]:
+            text = value.get("at")
+            at_ms = times.get(text)
+            if at_ms is None:
+                at_ms = times[text] = event_time_ms(text, time_ms)
+            updates.append(_telemetry(value, at_ms))
+        return updates
     asset = subject
 
     def on(name: str, value: MetricValue) -> Update:

@@ -44,7 +44,7 @@ async def test_dropped_counts_equal_what_the_subscriber_never_received(
     [settings] = config.uplinks
     limits = Limits(size_bytes=1_000_000, hard_bytes=1_000_000)
     outbox = await Outbox.open(tmp_path / "b.db", ["broker"])
-    uplink = _make_uplink(settings, config)
+    uplink = _make_uplink(settings, config, outbox)
     await uplink.start()
     forwarder = Forwarder(uplink, outbox, _window(settings))
     task = asyncio.create_task(forwarder.run())

@@ -121,7 +121,7 @@ class Rig:
 
         self.outbox = await Outbox.open(self.tmp_path / "b.db", [u.id for u in self.config.uplinks])
         for settings in self.config.uplinks:
-            uplink = _make_uplink(settings, self.config)
+            uplink = _make_uplink(settings, self.config, self.outbox)
             await uplink.start()
             self.uplinks.append(uplink)
             forwarder = Forwarder(uplink, self.outbox, _window(settings), settings.max_rate,

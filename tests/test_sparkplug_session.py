@@ -13,7 +13,7 @@ from test_sparkplug_catalogue import CONFIG
 from agent.settings import load_config_text
 from agent.uplinks.sparkplug import catalogue, metrics
 from agent.uplinks.sparkplug.metrics import Update
-from agent.uplinks.sparkplug.payload import Quality
+from agent.uplinks.sparkplug.payload import Quality, decode
 from agent.uplinks.sparkplug.session import EdgeNode, Message, RebirthNeeded
 
 NOW = 1_764_000_000_000
@@ -142,3 +142,20 @@ def test_events_become_metric_updates() -> None:
     assert {u.ref: u.value for u in confirmed} == {
         "press-1/Work Order": "WO-1", "press-1/Good Total": 40, "press-1/Scrap Total": 2}
     assert metrics.updates("shift.completed", "press-1", NOW, {"oee": 0.5}) == []
+
+
+def test_live_data_carries_only_changes_and_history_all_of_it(edge: EdgeNode) -> None:
+    edge.births(NOW, ["press-plc"])
+    assert len(edge.data([Update("press-plc.temp", 41, NOW)], NOW)) == 1
+    assert edge.data([Update("press-plc.temp", 41, NOW + 1000)], NOW + 1000) == []
+    assert len(edge.data([Update("press-plc.temp", 41, NOW + 2000, Quality.STALE)],
+                         NOW + 2000)) == 1  # the quality changed
+    assert len(edge.data([Update("press-1/Downtime/Open", True, NOW)], NOW)) == 1
+    [ndata] = edge.data([Update("press-1/Downtime/Open", True, NOW),  # the same: left out
+                         Update("press-1/Downtime/Reason", "Die jam", NOW)], NOW)
+    assert [m.alias for m in decode(ndata.payload).metrics] == [
+        edge.alias("press-1/Downtime/Reason")]
+    assert edge.data([Update("press-1/State Code", 1, NOW)], NOW) != []
+    assert edge.data([Update("press-1/State Code", True, NOW)], NOW) != []  # True is not 1
+    # History is what it was, repeated values too: nothing is left out of it.
+    assert len(edge.data([Update("press-plc.temp", 41, NOW - 5000)], NOW, historical=True)) == 1

@@ -92,11 +92,14 @@ class EdgeNode:
              ) -> list[Message]:
         """NDATA and DDATA for `updates` (unknown refs ignored), one message per device.
 
-        Historical values are older than what the births carried: they are not remembered
-        as current, and one that does not fit its datatype goes as null with the Quality
-        BAD (a rebirth would announce it as current)."""
+        Live data carries only changes: a value equal to the current one, with the same
+        quality, is not sent again (a `publish: every` tag, a work order repeated by each
+        confirmation). Historical values are older than what the births carried: they are
+        not remembered as current, and one that does not fit its datatype goes as null
+        with the Quality BAD (a rebirth would announce it as current)."""
         by_device: dict[str | None, list[Metric]] = {}
         if not historical:
+            updates = [u for u in updates if self._changes(u)]
             self.remember(updates)  # all of them first: a rebirth below must carry each
         for update in updates:
             definition = self._defs.get(update.ref)
@@ -120,6 +123,12 @@ class EdgeNode:
                      else device_topic(self.group, "DDATA", self.node, device))
             messages.append(Message(topic, encode(now_ms, metrics, self._next_seq())))
         return messages
+
+    def _changes(self, update: Update) -> bool:
+        known = self.current.get(update.ref)
+        # The type too: True == 1 and 1 == 1.0 in Python, not on the wire.
+        return (known is None or known.quality != update.quality
+                or type(known.value) is not type(update.value) or known.value != update.value)
 
     def _born_metric(self, definition: MetricDef, now_ms: int) -> Metric:
         value: MetricValue

@@ -194,6 +194,22 @@ async def test_a_host_asks_for_a_rebirth(tmp_path: Path, broker: Broker, host: H
         press = host.messages("DBIRTH")[2][1]
         assert press["metrics"][0]["value"] == 7  # the current value, in the birth
         assert node.health.details["births"] == 2
+
+        # A value of a new type where the config left the datatype open: born again.
+        def zone1(value: Any) -> dict[str, Any]:
+            return {"tag": "oven-plc.zone1", "device": "oven-plc", "name": "zone1",
+                    "value": value, "quality": "good"}
+
+        await asyncio.wait_for(node.submit(await buffer.stored(
+            "telemetry", "oven-plc", zone1(21.5))), 5)
+        await asyncio.wait_for(node.submit(await buffer.stored(
+            "telemetry", "oven-plc", zone1("warm"))), 5)
+        await until(lambda: len(host.messages("NBIRTH")) == 3, 5)
+        assert node.health.details["rebirths"] == 1
+        assert node.health.details["births"] == 3
+        oven = [d for t, d in host.messages("DBIRTH") if t.endswith("/oven-plc")][-1]
+        assert (metric(oven, "zone1")["type"], metric(oven, "zone1")["value"]) == (
+            "String", "warm")
     finally:
         await node.close()
 

@@ -21,7 +21,6 @@ floorlink accepts; it never writes to a PLC.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from typing import Any
@@ -32,18 +31,17 @@ from buffer import Outbox, StoredEvent
 from buffer.snapshot import committed
 
 from ...errors import BufferError, UplinkRejected, UplinkUnavailable
-from ...events import short_type
 from ...settings.models import Config
 from ...settings.sparkplug import SparkplugUplink
 from ..base import address, broker_health
 from ..mqtt_link import LoopDrivenClient, new_client
 from ..tls import client_context
-from . import catalogue, metrics
+from . import catalogue
 from .bdseq import BdSeqStore
 from .host import PrimaryHost, parse_state
 from .payload import decode
-from .restore import from_states
-from .session import EdgeNode, Message, RebirthNeeded
+from .session import EdgeNode, Message
+from .speaker import NodeSpeaker
 from .topics import node_topic
 
 log = logging.getLogger("floorlink.sparkplug")
@@ -71,7 +69,7 @@ class SparkplugNode:
         self._saved_bd_seq: int | None = None
         self._host = (PrimaryHost(settings.primary_host_id)
                       if settings.primary_host_id is not None else None)
-        self._offline: set[str] = set()  # devices whose last status was offline
+        self.speaker = NodeSpeaker(self.edge, settings.id)
         self._client_id = settings.client_id or f"floorlink-{config.agent.id}-sparkplug"
         self._context = client_context(settings.tls) if settings.tls else None
         self._born = False
@@ -87,7 +85,6 @@ class SparkplugNode:
         self._client: paho.Client | None = None
         self._link: LoopDrivenClient | None = None
         self._closing = False
-        self.births = self.rebirths = 0
         self._show()
 
     # ------------------------------------------------------------ the Uplink protocol
@@ -195,9 +192,7 @@ class SparkplugNode:
             return  # that connection is gone (or going); the next one reads again
         now = _now_ms()
         if snapshot is not None:
-            restored = from_states(snapshot.states, self.edge.catalogue, now)
-            self.edge.remember(restored.updates)
-            self._offline = {d for d in restored.offline if d in self.edge.catalogue.devices}
+            self.speaker.restore(snapshot.states, now)
             self._historical_until = max(self._historical_until, snapshot.position)
         self._born = True
         if self._link is not None:
@@ -210,10 +205,7 @@ class SparkplugNode:
                 self._send(event, future)
 
     def _births(self, now: int) -> list[Message]:
-        """NBIRTH and the DBIRTHs of the devices not known to be offline."""
-        self.births += 1
-        online = [d for d in self.edge.catalogue.devices if d not in self._offline]
-        messages = self.edge.births(now, online)
+        messages = self.speaker.birth(now)
         self._show()
         return messages
 
@@ -284,11 +276,15 @@ class SparkplugNode:
     # ------------------------------------------------------------ events to messages
 
     def _send(self, event: StoredEvent, future: asyncio.Future[None]) -> None:
+        births = self.speaker.births
         try:
-            messages = self._messages(event, event.position <= self._historical_until)
+            messages = self.speaker.messages(event, event.position <= self._historical_until,
+                                             _now_ms())
         except (ValueError, KeyError, TypeError) as exc:
             future.set_exception(UplinkRejected(f"not a Sparkplug metric: {exc}"))
             return
+        if self.speaker.births != births:
+            self._show()  # a value of a new type brought births
         if not messages:
             future.set_result(None)  # nothing in it for Sparkplug
             return
@@ -297,42 +293,6 @@ class SparkplugNode:
             future.set_exception(UplinkUnavailable("not connected"))
         else:
             self._waiting[mid] = future
-
-    def _messages(self, event: StoredEvent, historical: bool) -> list[Message]:
-        body = json.loads(event.body)
-        kind, data = short_type(event.type), body.get("data") or {}
-        now = _now_ms()
-        at = metrics.event_time_ms(body.get("time"), now)
-        if kind == "device.status":
-            # A historical status is already in what the births said of the device.
-            return [] if historical else self._device_status(data, now)
-        live: list[metrics.Update] = []
-        for update in metrics.updates(kind, event.subject, at, data):
-            if self.edge.device_of(update.ref) not in self._offline:
-                live.append(update)
-            elif not historical:
-                self.edge.remember([update])  # it waits for the device's next birth
-            # A device that is dead to the host takes no data, history included.
-        try:
-            return self.edge.data(live, now, historical=historical)
-        except RebirthNeeded as exc:
-            log.info("Sparkplug uplink %s: born again (%s)", self.id, exc)
-            self.rebirths += 1
-            return self._births(now)
-
-    def _device_status(self, data: dict[str, Any], now: int) -> list[Message]:
-        device = data["device"]
-        if device not in self.edge.catalogue.devices:
-            return []
-        if data["status"] == "offline":
-            if device in self._offline:
-                return []
-            self._offline.add(device)
-            return [self.edge.device_death(device, now)]
-        if device not in self._offline:
-            return []
-        self._offline.discard(device)
-        return [self.edge.device_birth(device, now)]
 
     def _publish(self, messages: list[Message]) -> int | None:
         """Publish in order at QoS 0; the mid of the last, or None when not connected."""
@@ -403,8 +363,9 @@ class SparkplugNode:
     def _show(self) -> None:
         self.health.details = {"group": self.group, "edge_node": self.node_id,
                                "bdSeq": self.edge.bd_seq, "born": self._born,
-                               "births": self.births, "rebirths": self.rebirths,
-                               "offline_devices": sorted(self._offline)}
+                               "births": self.speaker.births,
+                               "rebirths": self.speaker.rebirths,
+                               "offline_devices": sorted(self.speaker.offline)}
         if self._host is not None:
             self.health.details["primary_host"] = self._host.host_id
             self.health.details["primary_host_online"] = self._host.online

@@ -19,12 +19,12 @@ NODE_DIR = Path(__file__).parent / "node"
 SCRIPT = NODE_DIR / "sparkplug-codec.cjs"
 
 
-def missing() -> str | None:
-    """Why the peer cannot run here, or None."""
+def missing(package: str = "sparkplug-payload") -> str | None:
+    """Why a Node peer using `package` cannot run here, or None."""
     if shutil.which("node") is None:
         return "node is not installed (apt-get install nodejs npm)"
-    if not (NODE_DIR / "node_modules" / "sparkplug-payload").is_dir():
-        return "tests/node has no node_modules: run 'npm ci' there (scripts/test does)"
+    if not (NODE_DIR / "node_modules" / package).is_dir():
+        return f"tests/node has no {package}: run 'npm ci' there (scripts/test does)"
     return None
 
 

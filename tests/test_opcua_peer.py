@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
-from opcua_peer import NS, NodeOpcUaServer, node
+from node_servers import NS, NodeOpcUaServer, node
 from test_drivers import stop
 from test_opcua import device, run
 

@@ -180,11 +180,7 @@ class MqttPublisher:
                 await asyncio.wait_for(confirmed, CLOSE_WAIT * 0.75)
             except (TimeoutError, UplinkRejected) as exc:
                 log.debug("offline presence not confirmed: %s", exc)
-            client.disconnect()
-            try:
-                await asyncio.wait_for(self._link.wait_closed(), deadline - loop.time())
-            except TimeoutError:
-                log.debug("the MQTT connection did not close within %g s", CLOSE_WAIT)
+            await self._link.disconnect(deadline - loop.time())
         await self._link.stop()
 
     def _presence(self, state: str) -> str:

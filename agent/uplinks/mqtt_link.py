@@ -104,10 +104,16 @@ class LoopDrivenClient:
         self._delay = None
         self._accepted_now = True
 
-    async def wait_closed(self) -> None:
-        """Until the socket is closed, as it is once a DISCONNECT was written."""
-        if self._watched is not None:
-            await self._closed.wait()
+    async def disconnect(self, within: float) -> None:
+        """Send DISCONNECT and wait, at most `within` seconds, until the socket is closed,
+        as it is once paho has written it (a clean DISCONNECT: the broker drops the will)."""
+        self.client.disconnect()
+        if self._watched is None:
+            return
+        try:
+            await asyncio.wait_for(self._closed.wait(), max(within, 0.0))
+        except TimeoutError:
+            log.debug("the MQTT connection did not close within %g s", within)
 
     async def stop(self) -> None:
         self._stopped = True

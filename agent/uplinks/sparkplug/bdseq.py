@@ -22,6 +22,7 @@ class BdSeqStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._warned = False
+        self._kept: int | None = None  # the value on disk, once this store wrote it
 
     def next(self) -> int:
         """The bdSeq after the last one used; 0 when none was kept (or it is unreadable)."""
@@ -35,8 +36,12 @@ class BdSeqStore:
         return (last + 1) % 256 if 0 <= last <= 255 else 0
 
     def save(self, value: int) -> None:
-        """Keep `value`, atomically. A disk that refuses (full, read-only) costs only the
-        pairing described above, so it is a warning, once, and the session goes on."""
+        """Keep `value`, atomically; nothing to do if it is what this store last kept
+        (every connection attempt asks). A disk that refuses (full, read-only) costs
+        only the pairing described above, so it is a warning, once, and the session goes
+        on; the next attempt tries again."""
+        if value == self._kept:
+            return
         part = self.path.with_name(self.path.name + ".part")
         try:
             with open(part, "w", encoding="ascii") as file:
@@ -53,3 +58,4 @@ class BdSeqStore:
                 self._warned = True
             return
         self._warned = False
+        self._kept = value

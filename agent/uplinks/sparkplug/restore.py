@@ -44,7 +44,8 @@ def from_states(states: dict[str, str], catalogue: Catalogue, now_ms: int) -> Re
             else:
                 asset = AssetState.from_json(text)
                 memories.update(asset.telemetry)
-                result.updates += _asset_updates(key, asset, now_ms)
+                result.updates += [u for u in _asset_updates(key, asset, now_ms)
+                                   if u.ref in refs]  # an asset the config no longer has
         except (ValueError, TypeError, KeyError) as exc:
             log.warning("Sparkplug: the committed state of %s could not be read (%s); its "
                         "metrics are born without a value", key, exc)
@@ -53,7 +54,6 @@ def from_states(states: dict[str, str], catalogue: Catalogue, now_ms: int) -> Re
             at_ms = round(memory.published_at * 1000) if memory.published_at else now_ms
             result.updates.append(Update(ref, memory.published_value, at_ms,
                                          QUALITIES.get(memory.published_quality, Quality.BAD)))
-    result.updates = [u for u in result.updates if u.ref in refs]
     return result
 
 

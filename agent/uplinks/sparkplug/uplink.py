@@ -66,7 +66,6 @@ class SparkplugNode:
             f"{outbox.path.name}.sparkplug-{settings.id}.bdseq"))
         self.edge = EdgeNode(self.group, self.node_id, catalogue.build(config),
                              bd_seq=self._bd_seqs.next())
-        self._saved_bd_seq: int | None = None
         self._host = (PrimaryHost(settings.primary_host_id)
                       if settings.primary_host_id is not None else None)
         self.speaker = NodeSpeaker(self.edge, settings.id)
@@ -121,11 +120,7 @@ class SparkplugNode:
         if client.is_connected():
             death = self.edge.death(_now_ms())  # a clean stop: the NDEATH, then DISCONNECT
             client.publish(death.topic, death.payload, qos=0)
-            client.disconnect()
-            try:
-                await asyncio.wait_for(self._link.wait_closed(), CLOSE_WAIT)
-            except TimeoutError:
-                log.debug("the Sparkplug connection did not close within %g s", CLOSE_WAIT)
+            await self._link.disconnect(CLOSE_WAIT)
         await self._link.stop()
         if self._birthing is not None:
             self._birthing.cancel()
@@ -138,9 +133,7 @@ class SparkplugNode:
         assert self._client is not None
         host, port = self._endpoints[index]
         self.health.target = address(host, port)
-        if self._saved_bd_seq != self.edge.bd_seq:  # on disk before the CONNECT carries it
-            self._bd_seqs.save(self.edge.bd_seq)
-            self._saved_bd_seq = self.edge.bd_seq
+        self._bd_seqs.save(self.edge.bd_seq)  # on disk before the CONNECT carries it
         death = self.edge.death(_now_ms())
         self._client.will_set(death.topic, death.payload, qos=1, retain=False)
         self._client.connect_async(host, port, keepalive=int(self.settings.keepalive))
@@ -166,9 +159,13 @@ class SparkplugNode:
             return
         self._host.forget()
         self._client.subscribe(self._host.topic, qos=1)
+        self._wait_for_host()
+        self._show()
+
+    def _wait_for_host(self) -> None:
+        assert self._host is not None
         self.health.last_error = (f"waiting for the primary host {self._host.host_id} to be "
                                   f"online on {self.health.target}")
-        self._show()
 
     def _begin_births(self) -> None:
         if self._birthing is None and not self._born:
@@ -247,10 +244,7 @@ class SparkplugNode:
                 self._leave(f"primary host {self._host.host_id} went offline on this broker"
                             + ("; trying the next server" if len(self._endpoints) > 1 else ""))
             else:
-                # The one broker there is: wait on it, and hear the host come back at once.
-                self.health.last_error = (f"waiting for the primary host "
-                                          f"{self._host.host_id} to be online on "
-                                          f"{self.health.target}")
+                self._wait_for_host()  # the one broker: hear the host come back at once
         self._show()
 
     def _leave(self, why: str) -> None:

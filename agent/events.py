@@ -69,9 +69,25 @@ def new_event_id() -> str:
 
 @functools.lru_cache(maxsize=4096)  # the samples of one poll share their time
 def format_time(epoch_seconds: float) -> str:
-    """RFC 3339 UTC with milliseconds, the form CloudEvents and most consumers expect."""
-    moment = datetime.fromtimestamp(epoch_seconds, tz=UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    """RFC 3339 UTC with milliseconds, the form CloudEvents and most consumers expect.
+
+    The date and time to the second come from a cache of their own: a PLC's source times
+    are each a different float (an OPC UA server stamps every item on its own), so this
+    cache misses, while the second they fall in is the same for many. The split rounds
+    as datetime.fromtimestamp does (to the microsecond, half to even), so the result is
+    the same as `datetime.fromtimestamp(t, UTC)` would give."""
+    fraction, whole = math.modf(epoch_seconds)
+    micros = round(fraction * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    elif micros < 0:
+        whole, micros = whole - 1, micros + 1_000_000
+    return f"{_second(int(whole))}.{micros // 1000:03d}Z"
+
+
+@functools.lru_cache(maxsize=256)
+def _second(epoch_second: int) -> str:
+    return datetime.fromtimestamp(epoch_second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # The standard library's encoder, kept for what orjson will not write (an integer past

@@ -37,6 +37,7 @@ from .derive import (
 )
 from .derive.classify import KnownDowntime, apply_classification
 from .derive.counters import new_held_back
+from .derive.persisted import StateWrites, state_writes
 from .derive.state import DEVICE_KEY
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
@@ -76,8 +77,9 @@ class Pipeline:
         self.device_states = {
             spec.id: DeviceState.from_json(saved[DEVICE_KEY + spec.id])
             if DEVICE_KEY + spec.id in saved else DeviceState() for spec in self.device_specs}
-        self._committed_json = {asset: st.to_json() for asset, st in self.states.items()}
-        self._committed_json.update({DEVICE_KEY + d: st.to_json()
+        self._committed_json = {asset: st.document_json()
+                                for asset, st in self.states.items()}
+        self._committed_json.update({DEVICE_KEY + d: st.document_json()
                                      for d, st in self.device_states.items()})
         self.outbox = outbox
         self.ctx = ctx
@@ -276,19 +278,13 @@ class Pipeline:
         is counted as dropped: business events keep flowing while the disk is merely
         tight."""
         states, device_states = derived.states, derived.device_states
-        # A state derivation did not touch is the committed object itself: skip its JSON
-        # (a device with 2,500 tags is a 300 kB document).
-        snapshot = {asset: st.to_json() for asset, st in states.items()
-                    if st is not self.states.get(asset)}
-        snapshot.update({DEVICE_KEY + d: st.to_json() for d, st in device_states.items()
-                         if st is not self.device_states.get(d)})
-        changed = {key: text for key, text in snapshot.items()
-                   if text != self._committed_json.get(key)}
+        writes = state_writes(states, device_states, self.states, self.device_states,
+                              self._committed_json)
         events = derived.events
 
         def adopt() -> None:
             self.states, self.device_states = states, device_states
-            self._committed_json.update(changed)
+            self._committed_json.update(writes.documents)
             counts = self.events_by_type
             for event in events:
                 counts[event.type] = counts.get(event.type, 0) + 1
@@ -297,7 +293,7 @@ class Pipeline:
             for choice, answer in derived.answers:
                 _answer(choice, answer)
 
-        if not (events or changed):
+        if not (events or writes):
             adopt()
             return events
         alarms = self._held_back_alarms(states, events)
@@ -305,7 +301,7 @@ class Pipeline:
         attempt, shed = 0, 0
         while True:
             try:
-                await self._commit_once(events, changed, adopt, shed, alarms, marks)
+                await self._commit_once(events, writes, adopt, shed, alarms, marks)
                 if self.last_error:
                     log.info("buffer writable again; committed %d waiting events", len(events))
                     self.last_error = None
@@ -377,7 +373,7 @@ class Pipeline:
             log.error("cannot commit to the buffer: %s", exc)
         self.last_error = str(exc)
 
-    async def _commit_once(self, events: list[Event], states: dict[str, str],
+    async def _commit_once(self, events: list[Event], writes: StateWrites,
                            adopt: Callable[[], None], shed: int = 0,
                            alarms: list[tuple[str, str, str]] | None = None,
                            marks: list[HistoryMark] | None = None) -> None:
@@ -388,8 +384,8 @@ class Pipeline:
         confirmation would confirm the same parts a second time. So a cancellation
         waits for the outcome, adopts a landed commit, and only then propagates.
         """
-        attempt = asyncio.ensure_future(self.outbox.commit(events, states, shed, alarms or (),
-                                                           marks or ()))
+        attempt = asyncio.ensure_future(self.outbox.commit(
+            events, writes.documents, shed, alarms or (), marks or (), writes.memories))
         try:
             await asyncio.shield(attempt)
         except asyncio.CancelledError:

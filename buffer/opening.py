@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .migrate import SchemaTooNew, create, schema_version, upgrade
 from .recovery import Salvage, move_aside, problem_with, salvage_into
+from .states import normalize
 
 CORRUPTION_ALARM = "buffer.recovered"
 
@@ -64,6 +65,7 @@ def prepare(path: Path) -> Prepared:
             db.execute("INSERT OR REPLACE INTO alarms (key, severity, message, raised_at) "
                        "VALUES (?, 'critical', ?, ?)",
                        (CORRUPTION_ALARM, salvage.describe(), time.time()))
+        normalize(db)  # after a migration or a salvage: memories as rows (states.py)
         return Prepared(epoch, salvage, migrated[0] if migrated else None,
                         migrated[1] if migrated else None)
     finally:

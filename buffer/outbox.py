@@ -36,6 +36,7 @@ from .opening import NotUsable, Prepared, prepare
 from .recovery import Salvage
 from .retention import RAISE_ALARM, Limits, count_drops
 from .space import Reserve
+from .states import STATE_ROWS, UPSERT_MEMORY, from_rows
 
 LANES = (0, 1, 2)
 LANE_CLASSES = {0: "hold", 1: "business", 2: "telemetry"}
@@ -216,19 +217,21 @@ class Outbox:
     # ---------------------------------------------------------------- writing
 
     async def load_states(self) -> dict[str, str]:
-        rows = await self._read("SELECT asset, state FROM asset_state")
-        return {str(asset): str(state) for asset, state in rows}
+        """Each committed state's document, its telemetry memories in it (states.py)."""
+        return from_rows(await self._read(STATE_ROWS))
 
     async def commit(self, events: Sequence[CommittableEvent], states: dict[str, str],
                      shed_telemetry: int = 0,
                      alarms: Sequence[tuple[str, str, str]] = (),
-                     marks: Sequence[history.HistoryMark] = ()) -> None:
+                     marks: Sequence[history.HistoryMark] = (),
+                     memories: Sequence[tuple[str, str, str]] = ()) -> None:
         """Store events and the derivation state that produced them, atomically.
 
         `shed_telemetry` counts telemetry derived but left out for want of space: it is
         counted as dropped, and alarmed, in the same transaction. `alarms` (key, severity,
         message) are raised in it too: they stay until acknowledged. `marks` are the
-        shift history's no-data edges (history.py)."""
+        shift history's no-data edges (history.py). `memories` (owner, tag, JSON) are the
+        telemetry memories that changed, stored beside the documents (states.py)."""
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
@@ -240,6 +243,8 @@ class Outbox:
                 "INSERT INTO asset_state (asset, state, updated_at) VALUES (?, ?, ?) "
                 "ON CONFLICT(asset) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", state_rows)
+            if memories:
+                await db.executemany(UPSERT_MEMORY, memories)
             if shed_telemetry:
                 await count_drops(db, self.uplinks or ["-"], "telemetry", shed_telemetry,
                                   "the disk was full: telemetry was left out so that business "

@@ -1,4 +1,4 @@
--- floorlink buffer, schema version 4 (a fresh buffer is created from this file;
+-- floorlink buffer, schema version 5 (a fresh buffer is created from this file;
 -- an older one is brought here by buffer/migrations/NNNN.sql, after a backup).
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
@@ -20,6 +20,14 @@ CREATE TABLE asset_state (
     asset      TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
     updated_at REAL NOT NULL
+);
+-- Each telemetry memory of a state (owner: the asset_state key) as a row of its own,
+-- written only when it changed; buffer/states.py puts the documents back together.
+CREATE TABLE telemetry_memory (
+    owner   TEXT NOT NULL,
+    tag     TEXT NOT NULL,
+    memory  TEXT NOT NULL,
+    PRIMARY KEY (owner, tag)
 );
 -- Per uplink and lane: every event at or below `position` is acknowledged (or dead-lettered).
 CREATE TABLE cursors (

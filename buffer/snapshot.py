@@ -12,13 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .states import STATE_ROWS, from_rows
+
 if TYPE_CHECKING:
     from .outbox import Outbox
 
 # One row, with no key, carries the highest position ever given (AUTOINCREMENT keeps it
 # in sqlite_sequence even when the events themselves are pruned); the others, the states.
 SNAPSHOT = ("SELECT NULL, NULL, (SELECT seq FROM sqlite_sequence WHERE name = 'events') "
-            "UNION ALL SELECT asset, state, NULL FROM asset_state")
+            f"UNION ALL {STATE_ROWS}")
 
 
 @dataclass(frozen=True)
@@ -28,11 +30,6 @@ class Snapshot:
 
 
 async def committed(outbox: Outbox) -> Snapshot:
-    states: dict[str, str] = {}
-    position = 0
-    for key, state, last in await outbox.read(SNAPSHOT):
-        if key is None:
-            position = int(last or 0)
-        else:
-            states[str(key)] = str(state)
-    return Snapshot(states, position)
+    rows = await outbox.read(SNAPSHOT)
+    position = next((int(last or 0) for key, _, last in rows if key is None), 0)
+    return Snapshot(from_rows(row for row in rows if row[0] is not None), position)

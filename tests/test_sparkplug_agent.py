@@ -18,6 +18,8 @@ import pytest
 from conftest import LINE_CONFIG, AgentProcess, Broker, Line, free_port, wait_until
 from sparkplug_peer import Host, NodeCodec, bd_seq, metric
 
+from buffer.states import STATE_ROWS, from_rows
+
 GROUP, NODE = "Plant A", "test-edge"
 
 
@@ -63,9 +65,10 @@ def agent_on_the_line(tmp_path: Path, broker: Broker, host: Host,
 
 
 def committed_state(buffer: Path, asset: str) -> dict[str, Any]:
+    """The state as the agent reads it back: its document with its memories (states.py)."""
     with sqlite3.connect(f"file:{buffer}?mode=ro", uri=True) as db:
-        [(text,)] = db.execute("SELECT state FROM asset_state WHERE asset = ?", (asset,))
-    return dict(json.loads(text))
+        states = from_rows(db.execute(STATE_ROWS))
+    return dict(json.loads(states[asset]))
 
 
 def test_a_kill_is_the_will_and_the_next_start_is_born_from_the_buffer(

@@ -68,6 +68,16 @@ class TelemetryMemory:
     every_at: float | None = None  # agent time of the last periodic event
     held_back: bool = False  # a change waiting out min_interval
 
+    def to_json(self) -> str:
+        """As stored, a row of its own (buffer/states.py)."""
+        return _dumps(self, non_finite=_values_non_finite(self))
+
+    def same_as(self, other: TelemetryMemory) -> bool:
+        """Nothing to store again: equal fields, and values of the same type (True is not
+        1, 1.0 is not 1: a birth after a restart must give the type the PLC gave)."""
+        return (self.__dict__ == other.__dict__ and type(self.value) is type(other.value)
+                and type(self.published_value) is type(other.published_value))
+
     def clone(self) -> TelemetryMemory:
         # Scalars only, so a shallow copy is independent. Built directly: copy.copy goes
         # through __reduce_ex__ and cost ~7 µs per tag per commit (profiled, 5,000 tags).
@@ -141,7 +151,13 @@ class AssetState:
     sequences: dict[str, int] = field(default_factory=dict)  # lane label -> last sequence
 
     def to_json(self) -> str:
-        return _dumps(self)
+        """The whole state, telemetry memories in it, as the buffer gives it back."""
+        return _dumps(self, non_finite=_holds_non_finite(self))
+
+    def document_json(self) -> str:
+        """The state as committed: without its telemetry memories, which are stored one
+        by one (TelemetryMemory.to_json)."""
+        return _dumps(_without_telemetry(self))
 
     @classmethod
     def from_json(cls, text: str) -> AssetState:
@@ -187,7 +203,12 @@ class DeviceState:
     offline_since: float | None = None
 
     def to_json(self) -> str:
-        return _dumps(self)
+        """The whole state, telemetry memories in it, as the buffer gives it back."""
+        return _dumps(self, non_finite=_holds_non_finite(self))
+
+    def document_json(self) -> str:
+        """The state as committed, without its telemetry memories (see AssetState)."""
+        return _dumps(_without_telemetry(self))
 
     @classmethod
     def from_json(cls, text: str) -> DeviceState:
@@ -213,13 +234,19 @@ def _fields(value: Any) -> dict[str, Any]:
     raise TypeError(f"{type(value).__name__} is not part of the derivation state")
 
 
-def _dumps(state: Any) -> str:
-    """JSON of a state. orjson writes the dataclasses itself, a fraction of the standard
-    library's time (a device with 2,500 telemetry tags is a 300 kB document, written
-    again whenever one of them moves). A PLC value that is NaN or infinite must come back
-    as itself after a restart, and orjson would write it as null: a state that holds one
-    is written by the standard library, whose NaN and Infinity json.loads reads back."""
-    if not _holds_non_finite(state):
+def _without_telemetry(state: AssetState | DeviceState) -> dict[str, Any]:
+    document = dict(vars(state))
+    del document["telemetry"]
+    return document
+
+
+def _dumps(state: Any, non_finite: bool = False) -> str:
+    """JSON of a state or a memory. orjson writes the dataclasses itself, a fraction of
+    the standard library's time. A PLC value that is NaN or infinite must come back as
+    itself after a restart, and orjson would write it as null: what holds one is written
+    by the standard library, whose NaN and Infinity json.loads reads back. Only telemetry
+    memories hold PLC values as they came; counters and times are checked numbers."""
+    if not non_finite:
         try:
             return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS).decode()
         except orjson.JSONEncodeError:
@@ -227,20 +254,19 @@ def _dumps(state: Any) -> str:
     return json.dumps(state, default=_fields, separators=(",", ":"))
 
 
-def _holds_non_finite(state: Any) -> bool:
-    """Only telemetry memories hold PLC values as they came; counters and times are
-    checked numbers."""
-    memories: dict[str, TelemetryMemory] = getattr(state, "telemetry", {})
-    for memory in memories.values():
-        for value in (memory.value, memory.published_value):
-            kind = type(value)
-            # The common kinds first, without a call: this walk runs before every state
-            # write, over every memory of the device.
-            if kind is int or kind is str or kind is bool or value is None:
-                continue
-            if kind is float:
-                if not math.isfinite(value):
-                    return True
-            elif has_non_finite(value):
+def _holds_non_finite(state: AssetState | DeviceState) -> bool:
+    return any(_values_non_finite(memory) for memory in state.telemetry.values())
+
+
+def _values_non_finite(memory: TelemetryMemory) -> bool:
+    for value in (memory.value, memory.published_value):
+        kind = type(value)
+        # The common kinds first, without a call: this runs for every memory written.
+        if kind is int or kind is str or kind is bool or value is None:
+            continue
+        if kind is float:
+            if not math.isfinite(value):
                 return True
+        elif has_non_finite(value):
+            return True
     return False

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_derive import Run
 
 from agent.contract import all_event_schemas
 from agent.derive import DeriveContext
+from agent.events import format_time
 
 SCHEMA_DIR = Path(__file__).parent.parent / "docs" / "schemas"
 
@@ -109,3 +113,14 @@ def test_the_fast_encoder_writes_what_the_standard_library_writes() -> None:
     # The case the null scan exists for: a legitimate null beside a non-finite number.
     with pytest.raises(ValueError, match="JSON compliant"):
         encode_body({"classified_by": None, "data": {"value": [1.0, math.nan]}})
+
+
+@given(st.floats(min_value=-2e9, max_value=4e9, allow_nan=False)
+       | st.integers(0, 4_000_000_000_000).map(lambda micros: micros / 1e6 + 5e-7))
+@settings(max_examples=3000)
+def test_event_times_read_as_datetime_reads_the_same_instant(epoch: float) -> None:
+    """The fast split of format_time rounds as datetime.fromtimestamp does, half a
+    microsecond and a thousandth edges included."""
+    moment = datetime.fromtimestamp(epoch, tz=UTC)
+    expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    assert format_time(epoch) == expected

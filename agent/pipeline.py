@@ -37,12 +37,12 @@ from .derive import (
 )
 from .derive.classify import KnownDowntime, apply_classification
 from .derive.counters import new_held_back
-from .derive.persisted import StateWrites, state_writes
 from .derive.state import DEVICE_KEY
 from .errors import BufferError, BufferFull
 from .events import Event, Lane
 from .shared import Classification, ClassificationRefused, QueueItem, Sample, backoff_delay
 from .shift.ends import shift_ends
+from .statewrites import StateWrites, state_writes
 
 SHIFT_CHECK_INTERVAL = 5.0  # seconds between looks for a shift that has ended
 

@@ -36,7 +36,7 @@ from .opening import NotUsable, Prepared, prepare
 from .recovery import Salvage
 from .retention import RAISE_ALARM, Limits, count_drops
 from .space import Reserve
-from .states import STATE_ROWS, UPSERT_MEMORY, from_rows
+from .states import STATE_ROWS, UPSERT_MEMORIES, from_rows
 
 LANES = (0, 1, 2)
 LANE_CLASSES = {0: "hold", 1: "business", 2: "telemetry"}
@@ -224,14 +224,14 @@ class Outbox:
                      shed_telemetry: int = 0,
                      alarms: Sequence[tuple[str, str, str]] = (),
                      marks: Sequence[history.HistoryMark] = (),
-                     memories: Sequence[tuple[str, str, str]] = ()) -> None:
+                     memories: Sequence[tuple[str, int, str]] = ()) -> None:
         """Store events and the derivation state that produced them, atomically.
 
         `shed_telemetry` counts telemetry derived but left out for want of space: it is
         counted as dropped, and alarmed, in the same transaction. `alarms` (key, severity,
         message) are raised in it too: they stay until acknowledged. `marks` are the
-        shift history's no-data edges (history.py). `memories` (owner, tag, JSON) are the
-        telemetry memories that changed, stored beside the documents (states.py)."""
+        shift history's no-data edges (history.py). `memories` (owner, bucket, JSON) are the
+        rows of telemetry memories that changed, stored beside the documents (states.py)."""
         now = time.time()
         event_rows = [(e.id, int(e.lane), e.subject, e.type, e.to_json(), now) for e in events]
         state_rows = [(asset, state, now) for asset, state in states.items()]
@@ -244,7 +244,7 @@ class Outbox:
                 "ON CONFLICT(asset) DO UPDATE SET state = excluded.state, "
                 "updated_at = excluded.updated_at", state_rows)
             if memories:
-                await db.executemany(UPSERT_MEMORY, memories)
+                await db.executemany(UPSERT_MEMORIES, memories)
             if shed_telemetry:
                 await count_drops(db, self.uplinks or ["-"], "telemetry", shed_telemetry,
                                   "the disk was full: telemetry was left out so that business "

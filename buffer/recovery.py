@@ -80,7 +80,7 @@ TABLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "events": ("position", ("position", "id", "lane", "subject", "type", "body",
                             "committed_at")),
     "asset_state": ("rowid", ("asset", "state", "updated_at")),
-    "telemetry_memory": ("rowid", ("owner", "tag", "memory")),
+    "telemetry_memory": ("rowid", ("owner", "bucket", "memories")),
     "cursors": ("rowid", ("uplink", "lane", "position")),
     "dead_letters": ("rowid", ("uplink", "event_id", "position", "reason", "at", "body")),
     "drops": ("rowid", ("uplink", "class", "count", "last_at")),

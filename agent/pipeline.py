@@ -42,7 +42,7 @@ from .errors import BufferError, BufferFull
 from .events import Event, Lane
 from .shared import Classification, ClassificationRefused, QueueItem, Sample, backoff_delay
 from .shift.ends import shift_ends
-from .statewrites import StateWrites, state_writes
+from .statewrites import RowMembers, StateWrites, state_writes
 
 SHIFT_CHECK_INTERVAL = 5.0  # seconds between looks for a shift that has ended
 
@@ -81,6 +81,7 @@ class Pipeline:
                                 for asset, st in self.states.items()}
         self._committed_json.update({DEVICE_KEY + d: st.document_json()
                                      for d, st in self.device_states.items()})
+        self._row_members: RowMembers = {}  # statewrites.py
         self.outbox = outbox
         self.ctx = ctx
         self.queue = queue
@@ -279,7 +280,7 @@ class Pipeline:
         tight."""
         states, device_states = derived.states, derived.device_states
         writes = state_writes(states, device_states, self.states, self.device_states,
-                              self._committed_json)
+                              self._committed_json, self._row_members)
         events = derived.events
 
         def adopt() -> None:

@@ -84,7 +84,12 @@ async def test_one_tag_of_2500_moving_writes_one_memory_not_the_device(tmp_path:
     rows = await pipeline.outbox.read("SELECT bucket, memories FROM telemetry_memory")
     await pipeline.step([[Sample("plc", "v8", 8, "good", 1002.0)]])
     assert await pipeline.outbox.read("SELECT bucket, memories FROM telemetry_memory") == rows
+    committed = {tag: vars(m) for tag, m in pipeline.device_states["plc"].telemetry.items()}
     await pipeline.outbox.close()
+
+    again = await make_pipeline(path, clock)  # all 2,500 memories, from their 64 rows
+    assert {tag: vars(m) for tag, m in again.device_states["plc"].telemetry.items()} == committed
+    await again.outbox.close()
 
 
 async def test_a_restart_reads_back_exactly_the_state_that_was_committed(

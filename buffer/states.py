@@ -60,9 +60,9 @@ def merged(documents: dict[str, str], memories: Iterable[tuple[str, str]]) -> di
         by_owner.setdefault(owner, {}).update(json.loads(text))
     result = dict(documents)
     for owner, found in by_owner.items():
-        if owner not in documents:
-            continue  # memories whose document is gone belong to nothing
-        document = json.loads(documents[owner])
+        # A state whose document never changed from its defaults has memories only (a
+        # tag seen but not yet published writes no sequence): the defaults, with them.
+        document = json.loads(documents[owner]) if owner in documents else {}
         document[TELEMETRY] = {**(document.get(TELEMETRY) or {}), **found}
         result[owner] = json.dumps(document, separators=(",", ":"))
     return result

@@ -17,7 +17,7 @@ from agent.settings import load_config_text
 from agent.shared import Sample
 from buffer import Outbox
 from buffer.migrate import SCHEMA_VERSION
-from buffer.states import BUCKETS
+from buffer.states import BUCKETS, merged
 
 TAGS = 2500
 
@@ -180,3 +180,10 @@ async def test_an_older_buffer_has_its_memories_moved_to_rows_on_opening(
     assert [(e.data["tag"], e.data["value"], e.sequence) for e in events] == [
         ("plc.v1", 6, 43)]
     await pipeline.outbox.close()
+
+
+def test_memories_of_a_state_whose_document_was_never_written_are_read_back() -> None:
+    """A state still at its defaults has no document row; its memories still count."""
+    memory = TelemetryMemory(True, 3, "good")
+    states = merged({}, [(DEVICE_KEY + "plc", json.dumps({"plc.v0": vars(memory)}))])
+    assert DeviceState.from_json(states[DEVICE_KEY + "plc"]).telemetry == {"plc.v0": memory}

@@ -32,7 +32,7 @@ RowMembers = dict[str, tuple[int, dict[int, list[str]]]]
 
 def state_writes(states: dict[str, AssetState], device_states: dict[str, DeviceState],
                  committed: dict[str, AssetState], committed_devices: dict[str, DeviceState],
-                 committed_documents: dict[str, str], members: RowMembers) -> StateWrites:
+                 committed_documents: dict[str, str], members_table: RowMembers) -> StateWrites:
     """The writes that take the committed states (and their documents' JSON) to these."""
     touched: list[tuple[str, AssetState | DeviceState, AssetState | DeviceState | None]]
     touched = [(asset, st, committed.get(asset)) for asset, st in states.items()
@@ -45,34 +45,30 @@ def state_writes(states: dict[str, AssetState], device_states: dict[str, DeviceS
         text = state.document_json()
         if text != committed_documents.get(key):
             writes.documents[key] = text
-        rows = _changed_rows(state.telemetry, before.telemetry if before else {},
-                             _members(members, key, state.telemetry))
-        writes.memories += [(key, bucket, memories_json(group)) for bucket, group in rows]
+        changed = _changed_buckets(state.telemetry, before.telemetry if before else {})
+        if changed:
+            members = _members(members_table, key, state.telemetry)
+            writes.memories += [
+                (key, bucket, memories_json({tag: state.telemetry[tag] for tag in members[bucket]}))
+                for bucket in changed]
     return writes
 
 
-def _changed_rows(memories: dict[str, TelemetryMemory], earlier: dict[str, TelemetryMemory],
-                  members: dict[int, list[str]]
-                  ) -> list[tuple[int, dict[str, TelemetryMemory]]]:
-    """Each row (bucket) holding a memory that differs from the committed one, whole.
-    This runs over every memory of a touched state in every commit: the scan for
-    memories derivation replaced is one comprehension, and a row's members come from a
-    table kept per state, so five moved tags of 2,500 cost no walk over the other 2,495."""
+def _changed_buckets(memories: dict[str, TelemetryMemory],
+                     earlier: dict[str, TelemetryMemory]) -> list[int]:
+    """The rows (buckets) holding a memory that differs from the committed one. This runs
+    over every memory of a touched state in every commit: the scan for memories
+    derivation replaced is one comprehension, and only those are compared."""
     replaced = [tag for tag, memory in memories.items() if earlier.get(tag) is not memory]
-    changed: set[int] = set()
-    for tag in replaced:
-        memory, old = memories[tag], earlier.get(tag)
-        # Fields that differ need no call; equal ones may still differ in type (same_as).
-        if old is None or old.__dict__ != memory.__dict__ or not memory.same_as(old):
-            changed.add(bucket_of(tag))
-    return [(bucket, {tag: memories[tag] for tag in members[bucket]})
-            for bucket in sorted(changed)]
+    changed = {bucket_of(tag) for tag in replaced
+               if (old := earlier.get(tag)) is None or not memories[tag].same_as(old)}
+    return sorted(changed)
 
 
 def _members(table: RowMembers, key: str, memories: dict[str, TelemetryMemory]
              ) -> dict[int, list[str]]:
-    """The tags in each row of a state's memories. They only ever grow, so the same count
-    means the same tags; a new tag changes the count."""
+    """The tags in each row of a state's memories, so that writing a row walks only its
+    own tags. Memories only ever grow, so the same count means the same tags."""
     known = table.get(key)
     if known is not None and known[0] == len(memories):
         return known[1]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import sqlite3
 import zlib
 from collections.abc import Iterable
@@ -23,6 +24,8 @@ from collections.abc import Iterable
 # The document's key for its memories: {"telemetry": {tag: memory, ...}, ...}.
 TELEMETRY = "telemetry"
 BUCKETS = 64
+
+log = logging.getLogger("floorlink.buffer")
 
 # Per row, a state's document (its key, NULL, the JSON) or one of its memory rows (the
 # state's key, the bucket, a JSON object tag -> memory): read in one SELECT, one moment.
@@ -57,7 +60,17 @@ def merged(documents: dict[str, str], memories: Iterable[tuple[str, str]]) -> di
     keeps (derive/state.py)."""
     by_owner: dict[str, dict[str, object]] = {}
     for owner, text in memories:
-        by_owner.setdefault(owner, {}).update(json.loads(text))
+        try:
+            found = json.loads(text)
+        except ValueError:
+            found = None
+        if not isinstance(found, dict):
+            # Only a hand-edited or damaged file has one. Its tags start again as never
+            # published (each is sent on its next value); the state's other rows stand.
+            log.warning("buffer: a row of telemetry memories of %s cannot be read; its tags "
+                        "are published again on their next value", owner)
+            continue
+        by_owner.setdefault(owner, {}).update(found)
     result = dict(documents)
     for owner, found in by_owner.items():
         # A state whose document never changed from its defaults has memories only (a

@@ -10,6 +10,8 @@ import os
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from agent.derive import DeriveContext, compile_assets, compile_devices
 from agent.derive.state import DEVICE_KEY, DeviceState, TelemetryMemory
 from agent.pipeline import Pipeline
@@ -17,7 +19,7 @@ from agent.settings import load_config_text
 from agent.shared import Sample
 from buffer import Outbox
 from buffer.migrate import SCHEMA_VERSION
-from buffer.states import BUCKETS, merged
+from buffer.states import BUCKETS, bucket_of, merged
 
 TAGS = 2500
 
@@ -187,3 +189,29 @@ def test_memories_of_a_state_whose_document_was_never_written_are_read_back() ->
     memory = TelemetryMemory(True, 3, "good")
     states = merged({}, [(DEVICE_KEY + "plc", json.dumps({"plc.v0": vars(memory)}))])
     assert DeviceState.from_json(states[DEVICE_KEY + "plc"]).telemetry == {"plc.v0": memory}
+
+
+async def test_an_unreadable_row_of_memories_costs_only_its_own_tags(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A damaged or hand-edited row: a warning, never a traceback at start-up."""
+    path = tmp_path / "b.db"
+    clock = [1000.0]
+    first = await make_pipeline(path, clock)
+    await first.step([[Sample("plc", f"v{n}", n, "good", 1000.0) for n in range(TAGS)]])
+    [(bucket,)] = await first.outbox.read("SELECT min(bucket) FROM telemetry_memory")
+    await first.outbox.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE telemetry_memory SET memories = ? WHERE bucket = ?",
+                   ("not json {", bucket))
+        db.execute("UPDATE telemetry_memory SET memories = '[1, 2]' WHERE bucket = ?",
+                   (bucket + 1,))
+    db.close()
+
+    again = await make_pipeline(path, clock)
+    memories = again.device_states["plc"].telemetry
+    lost = {tag for tag in (f"plc.v{n}" for n in range(TAGS))
+            if bucket_of(tag) in (bucket, bucket + 1)}
+    assert lost
+    assert set(memories) == {f"plc.v{n}" for n in range(TAGS)} - lost
+    assert caplog.text.count("cannot be read") == 2
+    await again.outbox.close()

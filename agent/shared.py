@@ -29,6 +29,12 @@ class Sample(NamedTuple):
     wraps_at: int | None = None
 
 
+# Drivers build hundreds of thousands of samples a second. `new_sample(Sample, (...all
+# seven fields...))` is tuple.__new__, which skips the NamedTuple's own __new__, a Python
+# function that fills in the defaults: 100 ns a sample against 270 ns. Give every field.
+new_sample = tuple.__new__
+
+
 @dataclass(frozen=True, eq=False)
 class Classification:
     """An operator's reason for a stop, from the line page. It enters the pipeline's queue

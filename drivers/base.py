@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Protocol
 
-from agent.shared import Quality, Sample
+from agent.shared import Quality, Sample, new_sample
 
-__all__ = ["Driver", "Quality", "Sample"]
+__all__ = ["Driver", "Quality", "Sample", "new_sample"]
 
 class Driver(Protocol):
     """One PLC connection. `session()` yields batches until the connection fails."""

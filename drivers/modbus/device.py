@@ -26,14 +26,15 @@ from typing import Any
 from agent.errors import DeviceUnreachable
 from agent.settings.models import ModbusDevice, ModbusTag
 
-from ..base import Sample
+from ..base import Sample, new_sample
 from .bus import ModbusBus, UnitSilent
 from .decode import DecodeError, Decoder, compile_decoder
 from .plan import BIT_TABLES, ReadRequest, plan_reads
 
 log = logging.getLogger("floorlink.modbus")
 
-Compiled = tuple[ModbusTag, int, Decoder]  # tag, where it starts in the response, decoder
+# tag, its name, where it starts in the response, decoder
+Compiled = tuple[ModbusTag, str, int, Decoder]
 
 EXCEPTION_NAMES = {1: "illegal function", 2: "illegal data address", 3: "illegal data value",
                    4: "server device failure", 6: "server device busy",
@@ -115,15 +116,16 @@ class ModbusDriver:
         if not self.tag_errors:
             try:  # the common case, every tag decodes: one pass, no per-tag bookkeeping
                 if not self.changes_only:
-                    return [Sample(device_id, tag.name, decode(words, start), "good", now,
-                                   after_gap) for tag, start, decode in compiled]
-                values = [decode(words, start) for _, start, decode in compiled]
+                    return [new_sample(Sample, (device_id, name, decode(words, start), "good",
+                                                now, after_gap, None))
+                            for _, name, start, decode in compiled]
+                values = [decode(words, start) for _, _, start, decode in compiled]
             except (DecodeError, IndexError, ValueError, struct.error):
                 pass  # find out which, tag by tag
             else:
                 return self._changed(compiled, values, now, after_gap)
         samples = []
-        for tag, start, decode in compiled:
+        for tag, _, start, decode in compiled:
             try:
                 value = decode(words, start)
             except (DecodeError, IndexError, ValueError, struct.error) as exc:
@@ -140,9 +142,9 @@ class ModbusDriver:
                  after_gap: bool) -> list[Sample]:
         """Samples for the values that are news: see the module's docstring."""
         device_id, is_news = self.device_id, self._is_news
-        return [Sample(device_id, tag.name, value, "good", now, after_gap)
-                for (tag, _, _), value in zip(compiled, values, strict=True)
-                if is_news(tag.name, value, after_gap)]
+        return [new_sample(Sample, (device_id, name, value, "good", now, after_gap, None))
+                for (_, name, _, _), value in zip(compiled, values, strict=True)
+                if is_news(name, value, after_gap)]
 
     def _is_news(self, name: str, value: object, after_gap: bool) -> bool:
         if name not in self.changes_only:
@@ -165,7 +167,7 @@ class ModbusDriver:
         compiled: list[Compiled] = []
         for tag in request.tags:
             start = tag.location[1] - request.start
-            compiled.append((tag, start,
+            compiled.append((tag, tag.name, start,
                              _bit if request.table in BIT_TABLES else compile_decoder(tag)))
         self._decoders[id(request)] = (request, compiled)
         return compiled

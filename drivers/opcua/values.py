@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from ..base import Quality, Sample
+from ..base import Quality, Sample, new_sample
 
 
 def quality_of(status: Any) -> Quality:
@@ -46,7 +46,7 @@ def to_sample(device: str, tag: str, data_value: Any, after_gap: bool) -> Sample
     # is known without reading DataType attributes, and stays right if the PLC's
     # program changes the type between sessions.
     wraps_at = WRAPS.get(getattr(getattr(variant, "VariantType", None), "name", ""))
-    return Sample(device, tag, value, quality, when, after_gap, wraps_at)
+    return new_sample(Sample, (device, tag, value, quality, when, after_gap, wraps_at))
 
 
 # OPC UA integer types (VariantType names) and where a counter of that type wraps.

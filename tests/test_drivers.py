@@ -84,6 +84,8 @@ async def test_modbus_values_exception_response_outage_and_recovery(
         assert latest["state"].after_gap  # first poll after connecting
         assert latest["missing"].quality == "bad"
         assert latest["missing"].value is None
+        # Drivers build samples through tuple.__new__ (new_sample): every field is there.
+        assert all(type(s) is Sample and s == Sample(*s) for s in sink.samples)
         await sink.wait_for(lambda: len(sink.batches) >= 5)
         assert not sink.batches[-1][0].after_gap
         exception_logs = [r for r in caplog.records if "illegal data address" in r.message]
@@ -380,6 +382,7 @@ async def test_modbus_delivers_a_tag_no_asset_uses_only_when_it_changes() -> Non
         assert len(delivered("speed")) == 1
         assert delivered("speed")[0].after_gap
         assert len(delivered("temp")) == 1, "NaN staying NaN is no change"
+        assert all(type(s) is Sample and s == Sample(*s) for s in delivered("speed"))
         assert health.samples >= 3 * len(delivered("state")) - 3  # every read counts
 
         await server.async_setValues(1, 16, 3, [8])

@@ -19,6 +19,7 @@ from agent.settings import load_config_text
 from agent.status.board import StatusBoard
 from agent.status.page import render
 from agent.uplinks.mqtt import MqttPublisher
+from buffer import StoredEvent
 
 
 def publisher(tmp_path: Path, port: int, extra: str = "") -> MqttPublisher:
@@ -115,3 +116,28 @@ async def test_a_connect_that_hangs_does_not_hold_the_event_loop(tmp_path: Path)
         silent.close()
         for sock in accepted:
             sock.close()
+
+
+async def test_publishes_larger_than_the_socket_buffer_all_go_out_once_the_broker_reads(
+        tmp_path: Path, broker: Broker) -> None:
+    """A broker that stops reading leaves megabytes unwritten: paho registers for writing
+    once and waits, so the loop must keep watching the socket. They go out, and are
+    acknowledged, once the broker reads again, with no further publish to push them."""
+    uplink = publisher(tmp_path, broker.port, ", max_inflight: 100")
+    assert broker.proc is not None
+    body = "x" * 512 * 1024
+    try:
+        await uplink.start()
+        await until(lambda: uplink.health.connected, 10)
+        broker.proc.send_signal(signal.SIGSTOP)
+        try:
+            # 30 MB: far more than loopback's socket buffers hold.
+            pending = [uplink.submit(StoredEvent(n, f"big-{n}", 1, "press", "telemetry",
+                                                 body)) for n in range(60)]
+            await asyncio.sleep(1.0)
+            assert not any(future.done() for future in pending)
+        finally:
+            broker.proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(asyncio.gather(*pending), 30)
+    finally:
+        await uplink.close()

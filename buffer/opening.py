@@ -65,7 +65,11 @@ def prepare(path: Path) -> Prepared:
             db.execute("INSERT OR REPLACE INTO alarms (key, severity, message, raised_at) "
                        "VALUES (?, 'critical', ?, ?)",
                        (CORRUPTION_ALARM, salvage.describe(), time.time()))
-        normalize(db)  # after a migration or a salvage: memories as rows (states.py)
+        # Memories as rows (states.py). On every open, not only after a migration or a
+        # salvage: the migration commits before this does, and a crash between the two
+        # would leave memories inside documents for good. A schema-5 document holds
+        # none, so this is one small SELECT.
+        normalize(db)
         return Prepared(epoch, salvage, migrated[0] if migrated else None,
                         migrated[1] if migrated else None)
     finally:

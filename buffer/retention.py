@@ -107,16 +107,21 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
         # First everything only unhealthy uplinks still need, in every lane; only then
         # what a healthy uplink needs. Within each pass: telemetry, history, business,
         # holds last.
+        # Measured again only after something was deleted: each reading is a round trip
+        # to the buffer's thread, and this runs every few seconds.
+        used = await outbox.used_bytes()
         for only_unhealthy in (True, False):
             for lane in (TELEMETRY, BUSINESS, HOLD):
-                if lane == BUSINESS and await outbox.used_bytes() > limits.hard_bytes:
+                if lane == BUSINESS and used > limits.hard_bytes:
                     await _trim_history(outbox, now - HISTORY_KEPT_UNDER_PRESSURE)
-                while await outbox.used_bytes() > limits.hard_bytes:
+                    used = await outbox.used_bytes()
+                while used > limits.hard_bytes:
                     if not await _drop_oldest(outbox, lane, healthy, result,
                                               only_unhealthy=only_unhealthy,
                                               why=f"the hard limit ({limits.hard_bytes / 1e6:g}"
                                               " MB)"):
                         break
+                    used = await outbox.used_bytes()
         lost = result.total("business") + result.total("hold") - hard_before
         if lost:
             message = (f"the buffer reached its hard limit ({limits.hard_bytes / 1e6:g} MB): "
@@ -124,7 +129,7 @@ async def enforce(outbox: Outbox, healthy: Sequence[str], now: float | None = No
                        "delivering, or raise buffer.limits.hard_size if the disk allows")
             log.error("%s", message)
             await outbox.raise_alarm(HARD_LIMIT_ALARM, "critical", message)
-        result.fill = await outbox.used_bytes() / limits.hard_bytes
+        result.fill = used / limits.hard_bytes
         await _fill_alarm(outbox, result.fill)
     if result.total("telemetry"):
         log.warning("retention dropped telemetry: %s", _describe(result.dropped))
@@ -179,10 +184,10 @@ async def _drop_oldest(outbox: Outbox, lane: int, healthy: Sequence[str], result
 async def _chunk_end(db: aiosqlite.Connection, lane: int, ceiling: int | None,
                      older_than: float | None) -> int | None:
     """The last position of the next chunk to drop, or None if nothing qualifies."""
-    rows = list(await (await db.execute(
+    rows = list(await db.execute_fetchall(
         "SELECT position, committed_at FROM events WHERE lane = ? AND position <= ? "
         "ORDER BY position LIMIT ?",
-        (lane, ceiling if ceiling is not None else 2**62, CHUNK_ROWS))).fetchall())
+        (lane, ceiling if ceiling is not None else 2**62, CHUNK_ROWS)))
     if older_than is not None:
         # Only the leading run that is old enough: positions are what deletion goes by.
         old = 0
@@ -238,8 +243,8 @@ async def count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], kind: st
             "ON CONFLICT(uplink, class) DO UPDATE SET count = count + excluded.count, "
             "last_at = excluded.last_at", (uplink, kind, count, now))
     totals: dict[str, int] = {}
-    for row in await (await db.execute(
-            "SELECT class, MAX(count) FROM drops GROUP BY class")).fetchall():
+    for row in await db.execute_fetchall(
+            "SELECT class, MAX(count) FROM drops GROUP BY class"):
         totals[str(row[0])] = int(row[1])
     serious = totals.get("business", 0) or totals.get("hold", 0)
     counts = ", ".join(f"{totals.get(k, 0)} {k}" for k in ("hold", "business", "telemetry"))

@@ -13,15 +13,17 @@ import asyncio
 import os
 import re
 import time
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from cdp import chromium
 from conftest import REPO, free_port
 
 from agent.derive import AssetState
+from agent.events import format_time
 from agent.status.board import StatusBoard
 from agent.status.clock import ClockStatus
-from agent.status.page import render
+from agent.status.page import _hhmm, render
 from agent.status.server import StatusServer
 from agent.uplinks.base import UplinkHealth
 from buffer import BufferStats
@@ -86,6 +88,15 @@ def test_an_asset_whose_plc_is_down_shows_no_data_not_its_last_state() -> None:
     assert "running" not in card
 
 
+def test_no_data_since_gives_the_date_when_it_was_not_today() -> None:
+    today = datetime.now().astimezone().replace(hour=0, minute=0, second=30, microsecond=0)
+    earlier_day = today - timedelta(hours=36)
+    assert _hhmm(format_time(today.timestamp())) == "00:00"
+    shown = _hhmm(format_time(earlier_day.timestamp()))
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d", shown)
+    assert shown.startswith(earlier_day.strftime("%Y-%m-%d"))
+
+
 def test_sizes_are_decimal_as_configured() -> None:
     page = render(troubled_board().snapshot())
     assert "telemetry trimmed above 1.0 GB" in page
@@ -109,7 +120,9 @@ async def test_in_chromium_nothing_scrolls_sideways_and_the_count_matches(
                 listed = await tab.evaluate("document.querySelectorAll('#alarms li').length")
                 assert header == f"{listed} problems"
                 text = await tab.evaluate("document.body.innerText")
-                assert re.search(r"no data since \d\d:\d\d", text)
+                # Local HH:MM, with the date when it was not today (the test's PLC went
+                # silent ten minutes ago: just after midnight, that is yesterday).
+                assert re.search(r"no data since (\d{4}-\d\d-\d\d )?\d\d:\d\d", text)
                 # A short id never breaks inside: its box is one line high.
                 lines = await tab.evaluate(
                     "[...document.querySelectorAll('.card h3 .id:not(.long)')].map("

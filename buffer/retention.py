@@ -214,16 +214,15 @@ async def _count_drops(db: aiosqlite.Connection, uplinks: Sequence[str], lane: i
     if not uplinks:
         targets.append(("-", 0))
     for uplink in uplinks:
-        row = await (await db.execute(
-            "SELECT position FROM cursors WHERE uplink = ? AND lane = ?", (uplink, lane)
-        )).fetchone()
+        row = next(iter(await db.execute_fetchall(
+            "SELECT position FROM cursors WHERE uplink = ? AND lane = ?", (uplink, lane))), None)
         # What the uplink already holds reaches it without the row: not a loss to it.
         holds = result.handed.get(uplink, {}).get(lane, 0)
         targets.append((uplink, max(int(row[0]) if row else 0, holds)))
     for uplink, acknowledged in targets:
-        row = await (await db.execute(
+        row = next(iter(await db.execute_fetchall(
             "SELECT COUNT(*) FROM events WHERE lane = ? AND position > ? AND position <= ?",
-            (lane, acknowledged, upper))).fetchone()
+            (lane, acknowledged, upper))), None)
         count = int(row[0]) if row else 0
         if not count:
             continue
